@@ -1,0 +1,67 @@
+"""Metadata helpers shared by the builders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .. import API_VERSION
+
+MANAGED_BY = "tuneroute-operator"
+CONFIG_HASH = "tuneroute.io/config-hash"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The custom resource that owns the children being built."""
+
+    kind: str
+    name: str
+    namespace: str
+    uid: str
+    generation: int = 1
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> "Owner":
+        meta = body["metadata"]
+        return cls(body["kind"], meta["name"], meta["namespace"], meta["uid"], meta.get("generation", 1))
+
+    def reference(self) -> dict[str, Any]:
+        # controller + blockOwnerDeletion: the garbage collector deletes children with the CR.
+        return {"apiVersion": API_VERSION, "kind": self.kind, "name": self.name, "uid": self.uid, "controller": True, "blockOwnerDeletion": True}
+
+
+def labels(owner: Owner, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": f"tuneroute-{component}",
+        "app.kubernetes.io/instance": owner.name,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        f"tuneroute.io/{owner.kind.lower()}": owner.name,
+    }
+
+
+def metadata(owner: Owner, name: str, component: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner, component),
+        "ownerReferences": [owner.reference()],
+    }
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def content_hash(data: Any) -> str:
+    """Stable short hash of JSON-able data (config checksums)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}}

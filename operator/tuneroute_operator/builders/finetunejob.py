@@ -1,0 +1,201 @@
+"""FineTuneJob -> trainer ConfigMap, ServiceAccount/Role/RoleBinding and batch/v1 Job."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+import yaml
+from tuneroute_trainer.config import (
+    DatasetSource,
+    ModelSource,
+    OutputSpec as TrainerOutput,
+    ReportSpec,
+    TrainerConfig,
+)
+
+from .. import GROUP
+from ..api.finetunejob import FineTuneJobSpec
+from ..settings import Settings
+from .common import CONFIG_HASH, RESTRICTED_CONTAINER, RESTRICTED_POD, Owner, content_hash, labels, metadata
+
+CONFIG_DIR = "/etc/tuneroute"
+CONFIG_FILE = "trainer.yaml"
+PVC_ROOT = "/mnt/pvc"
+# Exit code the trainer uses for invalid input: retrying cannot help, so the Job fails at once.
+EXIT_INVALID_INPUT = 2
+
+
+def trainer_name(owner: Owner) -> str:
+    return f"{owner.name}-trainer"
+
+
+def output_path(owner: Owner, spec: FineTuneJobSpec) -> str:
+    return spec.output.path or f"adapters/{owner.name}"
+
+
+def adapter_name(owner: Owner, spec: FineTuneJobSpec) -> str:
+    return spec.output.adapter_name or owner.name
+
+
+def _on_pvc(claim: str, path: str) -> str:
+    return posixpath.join(PVC_ROOT, claim, path)
+
+
+def trainer_config(owner: Owner, spec: FineTuneJobSpec) -> TrainerConfig:
+    """The trainer's own config model: the one contract between operator and trainer."""
+    bm, ds = spec.base_model, spec.dataset
+    return TrainerConfig(
+        model=ModelSource(id=bm.id, revision=bm.revision) if bm.id else ModelSource(path=_on_pvc(bm.pvc, bm.path)),
+        dataset=DatasetSource(
+            id=ds.id, path=_on_pvc(ds.pvc, ds.path) if ds.pvc else None, split=ds.split, format=ds.format
+        ),
+        method=spec.method,
+        lora=spec.lora,
+        training=spec.training,
+        checkpoint=spec.checkpoint,
+        output=TrainerOutput(dir=_on_pvc(spec.output.pvc, output_path(owner, spec)), adapter_name=adapter_name(owner, spec)),
+        report=ReportSpec(namespace=owner.namespace, name=owner.name),
+    )
+
+
+def configmap(owner: Owner, spec: FineTuneJobSpec) -> dict[str, Any]:
+    config = trainer_config(owner, spec).model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(owner, trainer_name(owner), "trainer", {CONFIG_HASH: content_hash(config)}),
+        "data": {CONFIG_FILE: yaml.safe_dump(config, sort_keys=False)},
+    }
+
+
+def rbac(owner: Owner) -> list[dict[str, Any]]:
+    """A ServiceAccount that may patch this one FineTuneJob's status (progress reports), nothing else."""
+    name = trainer_name(owner)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(owner, name, "trainer")},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": metadata(owner, name, "trainer"),
+            "rules": [
+                {"apiGroups": [GROUP], "resources": ["finetunejobs/status"], "resourceNames": [owner.name], "verbs": ["get", "patch"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata(owner, name, "trainer"),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+        },
+    ]
+
+
+def _volumes(owner: Owner, spec: FineTuneJobSpec) -> tuple[list[dict], list[dict]]:
+    claims: dict[str, bool] = {spec.output.pvc: False}  # claim -> read-only
+    for src in (spec.base_model, spec.dataset):
+        if src.pvc:
+            claims.setdefault(src.pvc, True)
+    volumes = [
+        {"name": "config", "configMap": {"name": trainer_name(owner)}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shared_memory}},
+    ]
+    mounts = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    for i, (claim, read_only) in enumerate(claims.items()):
+        volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}})
+        mounts.append({"name": f"pvc-{i}", "mountPath": posixpath.join(PVC_ROOT, claim), "readOnly": read_only})
+    return volumes, mounts
+
+
+def _resources(spec: FineTuneJobSpec) -> dict[str, Any]:
+    r = spec.resources
+    amounts: dict[str, str] = {}
+    if r.gpus:
+        amounts[r.gpu_resource] = str(r.gpus)
+    if r.cpu:
+        amounts["cpu"] = r.cpu
+    if r.memory:
+        amounts["memory"] = r.memory
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def _env(spec: FineTuneJobSpec) -> tuple[list[dict], list[dict]]:
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": "/tmp/hf"},
+        {"name": "TUNEROUTE_TERMINATION_LOG", "value": "/dev/termination-log"},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    if spec.secrets.hf_token:
+        ref = spec.secrets.hf_token
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    env_from = [{"secretRef": {"name": spec.secrets.storage.name}}] if spec.secrets.storage else []
+    return env, env_from
+
+
+def job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, config_hash: str) -> dict[str, Any]:
+    volumes, mounts = _volumes(owner, spec)
+    env, env_from = _env(spec)
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": spec.image or settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": ["--config", posixpath.join(CONFIG_DIR, CONFIG_FILE)],
+        "env": env,
+        "resources": _resources(spec),
+        "volumeMounts": mounts,
+        "securityContext": RESTRICTED_CONTAINER,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": trainer_name(owner),
+        "restartPolicy": "Never",
+        # Room for the trainer to save a checkpoint after SIGTERM (preemption, suspend).
+        "terminationGracePeriodSeconds": 120,
+        "securityContext": RESTRICTED_POD,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.resources.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.resources.node_selector)
+    if spec.resources.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.resources.tolerations]
+    job_spec: dict[str, Any] = {
+        "suspend": spec.suspend,
+        "backoffLimit": spec.backoff_limit,
+        "podFailurePolicy": {
+            "rules": [
+                {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [EXIT_INVALID_INPUT]}},
+                # Preempted or evicted pods resume from their checkpoint without using up a retry.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": {
+            "metadata": {"labels": labels(owner, "trainer"), "annotations": {CONFIG_HASH: config_hash}},
+            "spec": pod_spec,
+        },
+    }
+    if spec.active_deadline_seconds:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if spec.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(owner, owner.name, "trainer", {CONFIG_HASH: config_hash}),
+        "spec": job_spec,
+    }
+
+
+def children(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> list[dict[str, Any]]:
+    """Every child of a FineTuneJob, in creation order (the Job last, once its inputs exist)."""
+    cm = configmap(owner, spec)
+    return [cm, *rbac(owner), job(owner, spec, settings, cm["metadata"]["annotations"][CONFIG_HASH])]

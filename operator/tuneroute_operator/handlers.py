@@ -1,0 +1,98 @@
+"""kopf handlers: thin adapters from watch events to the reconcilers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from kubernetes.dynamic.exceptions import DynamicApiError
+
+from . import API_VERSION, GROUP, VERSION, metrics, reconcile
+from .builders.common import MANAGED_BY
+from .kube import Kube
+from .logs import configure_logging
+from .settings import Settings
+
+CHILD = {"app.kubernetes.io/managed-by": MANAGED_BY}
+RETRYABLE = {409, 429, 500, 502, 503, 504}
+
+
+def _emit(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    kopf.event(body, type=type_, reason=reason, message=message[:1024])
+
+
+def _run(kind: str, fn, *args: Any) -> None:
+    """Run a reconciler; map its failures to kopf's retry semantics."""
+    with metrics.reconciling(kind):
+        try:
+            fn(*args)
+        except reconcile.InvalidSpec as e:
+            # Reported once in status and an Event; retrying cannot fix a spec.
+            raise kopf.PermanentError(f"invalid spec: {e}") from None
+        except DynamicApiError as e:
+            if e.status in RETRYABLE:
+                raise kopf.TemporaryError(f"API error {e.status}: {e.reason}", delay=5) from None
+            raise
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    memo.settings = Settings()
+    memo.kube = Kube.from_environment()
+    configure_logging(memo.settings.log_format)
+    # Keep kopf's bookkeeping in annotations: our status schema is strict and would prune it.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.posting.level = logging.WARNING  # our own Events come from _emit; kopf's only on trouble
+    settings.execution.max_workers = 8
+    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    metrics.serve(memo.settings.metrics_port)
+
+
+# FineTuneJob
+
+
+@kopf.on.resume(GROUP, VERSION, "finetunejobs")
+@kopf.on.create(GROUP, VERSION, "finetunejobs")
+@kopf.on.update(GROUP, VERSION, "finetunejobs", field="spec")
+def finetunejob(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _run("FineTuneJob", reconcile.finetunejob, memo.kube, memo.settings, dict(body), _emit)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={**CHILD, f"{GROUP}/finetunejob": kopf.PRESENT})
+def training_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    owner = memo.kube.get(API_VERSION, "FineTuneJob", body.metadata.namespace, body.metadata.labels[f"{GROUP}/finetunejob"])
+    if owner is not None:
+        _run("FineTuneJob", reconcile.finetunejob_status, memo.kube, owner, _emit)
+
+
+@kopf.on.event(GROUP, VERSION, "finetunejobs")
+def finetunejob_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
+    # A route serving this job's adapter picks it up (or drops it) when the job's phase moves.
+    if type == "DELETED":
+        return
+    for route in reconcile.routes_waiting_on(memo.kube, dict(body)):
+        _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, route, _emit)
+
+
+# ModelRoute
+
+
+@kopf.on.resume(GROUP, VERSION, "modelroutes")
+@kopf.on.create(GROUP, VERSION, "modelroutes")
+@kopf.on.update(GROUP, VERSION, "modelroutes", field="spec")
+def modelroute(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, dict(body), _emit)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={**CHILD, f"{GROUP}/modelroute": kopf.PRESENT})
+def router_deployment_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
+    route = memo.kube.get(API_VERSION, "ModelRoute", body.metadata.namespace, body.metadata.labels[f"{GROUP}/modelroute"])
+    if route is not None and route["metadata"].get("deletionTimestamp") is None:
+        _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, route, _emit)
+
+
+@kopf.on.probe(id="kube")
+def kube_reachable(memo: kopf.Memo, **_: Any) -> bool:
+    return memo.kube is not None

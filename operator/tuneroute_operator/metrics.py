@@ -1,0 +1,32 @@
+"""Prometheus metrics of the reconcilers."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+RECONCILES = Counter("tuneroute_reconciles_total", "Reconciles run, by kind and result.", ["kind", "result"])
+DURATION = Histogram("tuneroute_reconcile_duration_seconds", "Time spent in one reconcile.", ["kind"])
+TRANSITIONS = Counter("tuneroute_transitions_total", "Condition transitions, by kind, type and status.", ["kind", "type", "status"])
+
+
+@contextmanager
+def reconciling(kind: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    except Exception:
+        RECONCILES.labels(kind, "error").inc()
+        raise
+    else:
+        RECONCILES.labels(kind, "ok").inc()
+    finally:
+        DURATION.labels(kind).observe(time.perf_counter() - start)
+
+
+def serve(port: int) -> None:
+    if port:
+        start_http_server(port)

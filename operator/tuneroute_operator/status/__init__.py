@@ -1,0 +1,1 @@
+"""Pure functions that turn children's observed state into a custom resource's status."""

@@ -1,0 +1,36 @@
+"""metav1.Condition lists, rebuilt whole each time (status patches are merge patches)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class Cond(NamedTuple):
+    type: str
+    status: bool | None  # None -> "Unknown"
+    reason: str
+    message: str = ""
+
+
+def _status(value: bool | None) -> str:
+    return "Unknown" if value is None else ("True" if value else "False")
+
+
+def merge(previous: list[dict[str, Any]] | None, wanted: list[Cond], now: str, generation: int) -> list[dict[str, Any]]:
+    """The full condition list; lastTransitionTime moves only when a condition's status changes."""
+    before = {c.get("type"): c for c in previous or []}
+    out = []
+    for c in wanted:
+        status = _status(c.status)
+        old = before.get(c.type)
+        since = old["lastTransitionTime"] if old and old.get("status") == status and old.get("lastTransitionTime") else now
+        out.append(
+            {"type": c.type, "status": status, "reason": c.reason, "message": c.message, "lastTransitionTime": since, "observedGeneration": generation}
+        )
+    return out
+
+
+def transitions(previous: list[dict[str, Any]] | None, current: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Conditions whose status or reason changed: each deserves an Event."""
+    before = {c.get("type"): (c.get("status"), c.get("reason")) for c in previous or []}
+    return [c for c in current if before.get(c["type"]) != (c["status"], c["reason"])]

@@ -1,0 +1,65 @@
+"""A FineTuneJob's status from its batch/v1 Job and the Job's pods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .conditions import Cond
+
+TYPES = ("Ready", "Running", "Succeeded", "Failed", "Suspended")
+
+
+def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_ and c.get("status") == "True":
+            return c
+    return None
+
+
+def _termination_message(pods: list[dict[str, Any]]) -> str | None:
+    """The trainer's own words from the most recently finished failed pod."""
+    latest: tuple[str, str] | None = None
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+            if term and term.get("exitCode", 0) != 0:
+                key = (term.get("finishedAt") or "", (term.get("message") or term.get("reason") or "").strip())
+                if latest is None or key[0] >= latest[0]:
+                    latest = key
+    return latest[1] if latest and latest[1] else None
+
+
+def phase_and_conditions(job: dict[str, Any] | None, pods: list[dict[str, Any]], suspend: bool) -> tuple[str, list[Cond], str | None]:
+    """(phase, conditions, message) of a FineTuneJob whose Job is `job` (None: not created yet)."""
+    if job is None:
+        phase, reason, message = "Pending", "JobNotCreated", "waiting for the training Job to be created"
+        return phase, _conds(phase, reason, message), message
+    st = job.get("status") or {}
+    if _job_condition(job, "Complete"):
+        return "Succeeded", _conds("Succeeded", "TrainingSucceeded", "adapter written"), "training finished; adapter written"
+    if c := (_job_condition(job, "Failed") or _job_condition(job, "FailureTarget")):
+        reason = c.get("reason") or "JobFailed"
+        detail = _termination_message(pods)
+        message = f"{c.get('message') or reason}" + (f": {detail}" if detail else "")
+        return "Failed", _conds("Failed", reason, message), message
+    if _job_condition(job, "Suspended") or (suspend and not st.get("active")):
+        return "Suspended", _conds("Suspended", "JobSuspended", "suspended; set spec.suspend=false to resume"), None
+    if st.get("ready"):  # kubelet-reported readiness of the trainer pod
+        return "Running", _conds("Running", "TrainerRunning", "the trainer pod is running"), None
+    failed = st.get("failed") or 0
+    reason = "Retrying" if failed else "PodPending"
+    message = f"{failed} attempt(s) failed; waiting for the next pod" if failed else "waiting for the training pod to start"
+    return "Pending", _conds("Pending", reason, message), message
+
+
+def _conds(phase: str, reason: str, message: str) -> list[Cond]:
+    """Ready follows success; each phase-named condition is True only in its own phase."""
+    out = [Cond("Ready", phase == "Succeeded", reason, message)]
+    for t in TYPES[1:]:
+        out.append(Cond(t, True, reason, message) if t == phase else Cond(t, False, phase))
+    return out
+
+
+def attempts(job: dict[str, Any] | None) -> int:
+    st = (job or {}).get("status") or {}
+    return int(st.get("active") or 0) + int(st.get("succeeded") or 0) + int(st.get("failed") or 0)

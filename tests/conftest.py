@@ -1,0 +1,38 @@
+"""Session fixtures shared by the suites: the local control plane and the operator.
+
+The control plane (tests/cluster/up.sh) is real: etcd, kube-apiserver, controller manager,
+scheduler built from Go modules, and kwok nodes with GPUs. It starts once per session.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+sys.path.insert(0, str(TESTS / "cluster"))
+sys.path.insert(0, str(TESTS / "e2e"))
+
+from control_plane import ControlPlane  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def control_plane():
+    cp = ControlPlane.up(os.environ.get("TUNEROUTE_TEST_CLUSTER_DIR", "/tmp/tuneroute-test-cluster"))
+    yield cp
+    cp.down()
+
+
+@pytest.fixture
+def namespace(control_plane):
+    """A fresh namespace, deleted (without waiting) after the test."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    control_plane.kubectl("create", "namespace", name)
+    control_plane.wait_for_default_service_account(name)
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -1,0 +1,68 @@
+"""The chart installed with the real helm, and the operator running with its ServiceAccount."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+from control_plane import ControlPlane, wait_until
+from operator_process import REPO, OperatorProcess, service_account_kubeconfig
+
+pytestmark = pytest.mark.cluster
+
+
+@dataclass
+class Release:
+    name: str
+    namespace: str
+    service_account: str
+
+
+@pytest.fixture(scope="session")
+def release(control_plane: ControlPlane) -> Release:
+    """`helm install` of charts/tuneroute (CRDs, RBAC, ServiceAccount); replicas=0 because
+    kwok nodes run no containers: the operator runs as a host process instead."""
+    ns = "tuneroute-system"
+    control_plane.kubectl("create", "namespace", ns, check=False)
+    control_plane.wait_for_default_service_account(ns)
+    control_plane.helm("upgrade", "--install", "tuneroute", str(REPO / "charts" / "tuneroute"), "-n", ns, "--set", "replicas=0", "--wait")
+    control_plane.kubectl("wait", "--for=condition=Established", "crd/finetunejobs.tuneroute.io", "crd/modelroutes.tuneroute.io", "--timeout=60s")
+    return Release("tuneroute", ns, "tuneroute")
+
+
+@pytest.fixture(scope="session")
+def operator(control_plane: ControlPlane, release: Release, tmp_path_factory) -> OperatorProcess:
+    tmp = tmp_path_factory.mktemp("operator")
+    kubeconfig = service_account_kubeconfig(control_plane, release.namespace, release.service_account, tmp / "kubeconfig")
+    op = OperatorProcess(kubeconfig, tmp / "operator.log").start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def storage(control_plane: ControlPlane, namespace: str):
+    """A PVC in the test's namespace, bound to a hostPath PV made for it (no provisioner here)."""
+    made = []
+
+    def bind(claim: str = "tuneroute-adapters") -> str:
+        pv = f"pv-{namespace}-{claim}"[:63]
+        control_plane.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "100Gi"}}},
+        }))
+        control_plane.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+            "spec": {"capacity": {"storage": "100Gi"}, "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+                     "hostPath": {"path": f"/tmp/{pv}"}, "claimRef": {"namespace": namespace, "name": claim}},
+        }))
+        made.append(pv)
+        return pv
+
+    yield bind
+    for pv in made:
+        control_plane.kubectl("delete", "pv", pv, "--wait=false", check=False)
+
+
+def wait_for(cp: ControlPlane, what: str, predicate, timeout: float = 60):
+    return wait_until(predicate, timeout, what)

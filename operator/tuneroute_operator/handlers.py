@@ -31,6 +31,8 @@ def _run(kind: str, fn, *args: Any) -> None:
             # Reported once in status and an Event; retrying cannot fix a spec.
             raise kopf.PermanentError(f"invalid spec: {e}") from None
         except DynamicApiError as e:
+            if e.status == 403 and "being terminated" in str(e.body):
+                return  # the namespace is going away, and its objects with it
             if e.status in RETRYABLE:
                 raise kopf.TemporaryError(f"API error {e.status}: {e.reason}", delay=5) from None
             raise

@@ -41,10 +41,14 @@ def describe(err: ValidationError) -> str:
 
 
 def _emit_transitions(emit: Emit, body: dict, before: list[dict] | None, after: list[dict]) -> None:
+    """One Event per new reason among the conditions that turned True (and Ready, either way)."""
+    reasons: set[str] = set()
     for c in cond.transitions(before, after):
-        if c["status"] == "True" or c["type"] == "Ready":
-            bad = c["type"] in ("Failed", "Degraded") or (c["type"] == "Ready" and c["status"] != "True" and c["reason"] == "InvalidSpec")
-            emit(body, "Warning" if bad else "Normal", c["reason"], c["message"] or f"{c['type']}={c['status']}")
+        if (c["status"] != "True" and c["type"] != "Ready") or c["reason"] in reasons:
+            continue
+        reasons.add(c["reason"])
+        warning = c["type"] in ("Failed", "Degraded") or c["reason"] == "InvalidSpec"
+        emit(body, "Warning" if warning else "Normal", c["reason"], c["message"] or f"{c['type']}={c['status']}")
 
 
 def _fail_invalid(kube: Kube, emit: Emit, body: dict, message: str, types: tuple[str, ...]) -> None:

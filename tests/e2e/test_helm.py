@@ -1,0 +1,85 @@
+"""The Helm chart with the real helm binary against the local control plane."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+
+import pytest
+import yaml
+from control_plane import wait_until
+from helpers import REPO
+
+pytestmark = pytest.mark.cluster
+CHART = str(REPO / "charts" / "tuneroute")
+
+
+def test_chart_lints_clean(control_plane):
+    out = control_plane.helm("lint", "--strict", CHART)
+    assert "0 chart(s) failed" in out.stdout
+
+
+def test_chart_crds_are_the_plain_crds():
+    cmp = filecmp.dircmp(REPO / "crds", REPO / "charts" / "tuneroute" / "crds")
+    assert not (cmp.left_only or cmp.right_only or cmp.diff_files), (cmp.left_only, cmp.right_only, cmp.diff_files)
+
+
+@pytest.mark.parametrize(
+    "flags, field",
+    [
+        (["--set", "replicas=2"], "/peering/enabled"),
+        (["--set", "logFormat=xml"], "/logFormat"),
+        (["--set", "watchNamespaces[0]=Not_A_Namespace"], "/watchNamespaces/0"),
+        (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
+        (["--set", "metrics.port=0"], "/metrics/port"),
+    ],
+)
+def test_values_schema_refuses_bad_values_naming_the_field(control_plane, flags, field):
+    out = control_plane.helm("template", "t", CHART, "--kube-version", "1.34.4", *flags, check=False)
+    assert out.returncode != 0 and field in out.stderr, out.stderr
+
+
+def test_rendered_rbac_is_least_privilege(control_plane):
+    docs = list(yaml.safe_load_all(control_plane.helm("template", "t", CHART, "--kube-version", "1.34.4").stdout))
+    role = next(d for d in docs if d and d["kind"] == "ClusterRole")
+    verbs = {v for rule in role["rules"] for v in rule["verbs"]}
+    assert not verbs & {"*", "delete", "deletecollection", "update", "escalate", "bind", "impersonate"}
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert "secrets" not in resources and "*" not in resources
+
+
+def test_operator_service_account_can_do_its_job_and_no_more(control_plane, release):
+    sa = f"system:serviceaccount:{release.namespace}:{release.service_account}"
+
+    def can(*args):
+        return control_plane.kubectl("auth", "can-i", *args, "--as", sa, "-n", "default", check=False).stdout.strip() == "yes"
+
+    assert can("create", "jobs.batch") and can("patch", "deployments.apps") and can("patch", "finetunejobs.tuneroute.io", "--subresource=status")
+    assert not can("delete", "jobs.batch")
+    assert not can("get", "secrets")
+    assert not can("create", "pods")
+    assert not can("update", "finetunejobs.tuneroute.io")
+
+
+def test_install_upgrade_uninstall_leaves_nothing_behind(control_plane):
+    cp = control_plane
+    ns = "tuneroute-extra"
+    cp.kubectl("create", "namespace", ns, check=False)
+    cp.wait_for_default_service_account(ns)
+    cp.helm("install", "extra", CHART, "-n", ns, "--skip-crds", "--wait", "--timeout", "120s")
+    dep = cp.get("deployment", "extra-tuneroute", "-n", ns)
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TUNEROUTE_LOG_FORMAT"] == "plain" and dep["spec"]["strategy"]["type"] == "Recreate"
+
+    cp.helm("upgrade", "extra", CHART, "-n", ns, "--skip-crds", "--set", "logFormat=json", "--set", "watchNamespaces={a,b}", "--wait", "--timeout", "120s")
+    dep = cp.get("deployment", "extra-tuneroute", "-n", ns)
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TUNEROUTE_LOG_FORMAT"] == "json" and env["TUNEROUTE_NAMESPACES"] == "a,b"
+    history = json.loads(cp.helm("history", "extra", "-n", ns, "-o", "json").stdout)
+    assert [h["revision"] for h in history] == [1, 2]
+
+    cp.helm("uninstall", "extra", "-n", ns, "--wait")
+    sel = "app.kubernetes.io/instance=extra"
+    wait_until(lambda: not cp.get("deployments,services,serviceaccounts,pods", "-n", ns, "-l", sel)["items"], 60, "namespaced objects to go")
+    assert not cp.get("clusterroles,clusterrolebindings", "-l", sel)["items"]
+    cp.kubectl("delete", "namespace", ns, "--wait=false")

@@ -1,0 +1,60 @@
+"""The operator survives restarts and crashes without duplicating work, and reports metrics."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from control_plane import wait_until
+from helpers import apply, example, get, small_finetunejob
+
+pytestmark = pytest.mark.cluster
+
+
+def _versions(cp, namespace):
+    objs = cp.get("jobs,configmaps,deployments,services,roles", "-n", namespace, "-l", "app.kubernetes.io/managed-by=tuneroute-operator")["items"]
+    return {(o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"] for o in objs}
+
+
+def test_reconciling_again_after_a_restart_changes_nothing(control_plane, operator, namespace):
+    cp = control_plane
+    apply(cp, namespace, small_finetunejob("steady"))
+    apply(cp, namespace, example("20-modelroute"))
+    wait_until(lambda: get(cp, namespace, "job", "steady") and get(cp, namespace, "service", "assistant-router"), 60, "children")
+    wait_until(lambda: (get(cp, namespace, "modelroute", "assistant").get("status") or {}).get("backends"), 60, "route status")
+    before = _versions(cp, namespace)
+    assert len(before) == 6  # Job, 2 ConfigMaps (trainer, router), Deployment, Service, Role
+
+    operator.stop()
+    operator.start()
+    # The restarted operator resumes both objects: wait until it has reconciled them.
+    wait_until(lambda: operator.sample("tuneroute_reconciles_total", kind="FineTuneJob", result="ok") >= 1
+               and operator.sample("tuneroute_reconciles_total", kind="ModelRoute", result="ok") >= 1, 60, "resume reconciles")
+    assert _versions(cp, namespace) == before
+
+
+def test_an_operator_killed_mid_reconcile_leaves_exactly_one_job_per_finetunejob(control_plane, operator, namespace):
+    cp = control_plane
+    names = [f"burst-{i}" for i in range(12)]
+    cp.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump_all([small_finetunejob(n) for n in names]))
+    # Kill -9 as soon as the first Job appears: the rest are mid-flight.
+    wait_until(lambda: cp.get("jobs", "-n", namespace)["items"], 60, "the first Job")
+    operator.kill()
+    partial = len(cp.get("jobs", "-n", namespace)["items"])
+    operator.start()
+
+    def all_created():
+        return len(cp.get("jobs", "-n", namespace)["items"]) >= len(names)
+
+    wait_until(all_created, 90, "a Job for every FineTuneJob")
+    jobs = cp.get("jobs", "-n", namespace)["items"]
+    owners = [j["metadata"]["ownerReferences"][0]["name"] for j in jobs]
+    assert sorted(owners) == sorted(names), f"{partial} Jobs existed at the kill"
+    configmaps = [c["metadata"]["name"] for c in cp.get("configmaps", "-n", namespace, "-l", "app.kubernetes.io/name=tuneroute-trainer")["items"]]
+    assert sorted(configmaps) == sorted(f"{n}-trainer" for n in names)
+
+
+def test_metrics_count_reconciles_and_their_durations(operator, control_plane, namespace):
+    apply(control_plane, namespace, small_finetunejob("counted"))
+    wait_until(lambda: get(control_plane, namespace, "job", "counted"), 60, "the Job")
+    assert operator.sample("tuneroute_reconciles_total", kind="FineTuneJob", result="ok") >= 1
+    assert operator.sample("tuneroute_reconcile_duration_seconds_count", kind="FineTuneJob") >= 1

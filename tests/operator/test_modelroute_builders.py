@@ -1,0 +1,66 @@
+"""ModelRoute -> router config and manifests, as pure functions (no cluster)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+from tuneroute_operator.api.modelroute import ModelRouteSpec
+from tuneroute_operator.builders import modelroute as build
+from tuneroute_operator.builders.common import Owner
+from tuneroute_operator.settings import Settings
+
+SUCCEEDED = {"status": {"phase": "Succeeded", "adapter": {"name": "qwen3-support", "pvc": "tuneroute-adapters", "path": "adapters/qwen3-support"}}}
+
+
+def _resolve(body, ftjs):
+    return build.resolve(Owner.of(body), ModelRouteSpec.model_validate(body["spec"]), ftjs)
+
+
+def test_adapter_entry_waits_for_its_finetunejob(route_body):
+    pending = _resolve(route_body, {"qwen3-support": {"status": {"phase": "Running"}}})
+    missing = _resolve(route_body, {"qwen3-support": None})
+    assert [r.reason for r in pending] == ["Resolved", "Resolved", "AdapterPending", "Resolved"]
+    assert missing[2].reason == "FineTuneJobNotFound"
+
+
+def test_succeeded_adapter_is_served_by_its_base_backend(route_body):
+    entry = _resolve(route_body, {"qwen3-support": SUCCEEDED})[2].model
+    assert entry.url == "http://vllm-qwen3-30b-a3b.ml.svc.cluster.local:8000/v1"
+    assert (entry.backend_model, entry.adapter.path) == ("qwen3-support", "/adapters/adapters/qwen3-support")
+
+
+def test_policy_references_to_pending_entries_are_dropped_until_ready(route_body):
+    route_body["spec"]["policy"]["defaultModel"] = "qwen3-support"
+    route_body["spec"]["policy"]["fallbackOrder"] = ["qwen3-support", "qwen3-235b-a22b"]
+    spec = ModelRouteSpec.model_validate(route_body["spec"])
+    pending = build.router_config(spec, _resolve(route_body, {"qwen3-support": None}), keys=False)
+    assert pending.policy.default_model is None and pending.policy.fallback_order == ["qwen3-235b-a22b"]
+    ready = build.router_config(spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}), keys=True)
+    assert ready.policy.default_model == "qwen3-support" and ready.auth.api_keys_path == build.KEYS_DIR
+
+
+def test_thresholds_wait_while_a_whole_tier_is_pending(route_body):
+    route_body["spec"]["pool"] = [e for e in route_body["spec"]["pool"] if e["name"] != "qwen3-30b-a3b"]
+    route_body["spec"]["pool"][1]["backend"]["fineTuneJob"]["base"] = "qwen3-4b"
+    route_body["spec"]["policy"]["fallbackOrder"] = []
+    route_body["spec"]["policy"]["thresholds"] = [0.4, 0.8]
+    spec = ModelRouteSpec.model_validate(route_body["spec"])
+    assert build.router_config(spec, _resolve(route_body, {"qwen3-support": None}), keys=False).policy.thresholds is None
+    assert build.router_config(spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}), keys=False).policy.thresholds == [0.4, 0.8]
+
+
+def test_examples_for_a_tier_no_entry_has_are_refused_by_the_routers_model(route_body):
+    route_body["spec"]["policy"]["examples"] = [{"tier": 7, "prompts": ["hi"]}]
+    spec = ModelRouteSpec.model_validate(route_body["spec"])
+    with pytest.raises(ValidationError, match="policy.examples"):
+        build.router_config(spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}), keys=False)
+
+
+def test_config_checksum_is_on_the_deployment_not_the_pod_template(route_body):
+    owner = Owner.of(route_body)
+    spec = ModelRouteSpec.model_validate(route_body["spec"])
+    dep = build.deployment(owner, spec, Settings(), "abc123")
+    assert dep["metadata"]["annotations"]["tuneroute.io/config-hash"] == "abc123"
+    assert "annotations" not in dep["spec"]["template"]["metadata"]  # hot reload, no rollout
+    mounts = dep["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "config", "mountPath": "/etc/tuneroute", "readOnly": True} in mounts  # no subPath: updates propagate

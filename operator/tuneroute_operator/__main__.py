@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import zlib
+
 import kopf
 
 from . import handlers  # noqa: F401  (registers the handlers)
 from .settings import Settings
+
+
+def peering_priority(explicit: int | None) -> int:
+    """kopf pauses every replica when two share a priority: give each pod its own."""
+    if explicit is not None:
+        return explicit
+    return zlib.crc32(os.environ.get("POD_NAME", socket.gethostname()).encode()) % 10_000 + 1
 
 
 def main() -> None:
@@ -14,7 +25,7 @@ def main() -> None:
     kopf.run(
         standalone=s.peering is None,
         peering_name=s.peering,
-        priority=s.priority,
+        priority=peering_priority(s.priority),
         namespaces=s.namespaces,
         clusterwide=not s.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{s.health_port}/healthz",

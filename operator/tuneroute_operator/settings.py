@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     health_port: int = Field(8080, description="Liveness endpoint port (/healthz).")
     metrics_port: int = Field(9090, description="Prometheus metrics port (0 disables).")
     peering: str | None = Field(None, description="kopf peering name; unset runs standalone.")
-    priority: int = Field(100, description="kopf peering priority of this replica.")
+    priority: int | None = Field(None, description="kopf peering priority of this replica; default: derived from the pod name, so replicas differ.")
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 from control_plane import wait_until
 from helpers import apply, example, get, small_finetunejob
+from operator_process import OperatorProcess
 
 pytestmark = pytest.mark.cluster
 
@@ -58,3 +61,20 @@ def test_metrics_count_reconciles_and_their_durations(operator, control_plane, n
     wait_until(lambda: get(control_plane, namespace, "job", "counted"), 60, "the Job")
     assert operator.sample("tuneroute_reconciles_total", kind="FineTuneJob", result="ok") >= 1
     assert operator.sample("tuneroute_reconcile_duration_seconds_count", kind="FineTuneJob") >= 1
+
+
+def test_two_peered_replicas_never_both_act(control_plane, release, namespace, tmp_path):
+    """kopf peering: the replica with the lower priority pauses while the higher one lives."""
+    cp = control_plane
+    cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "tuneroute"}}))
+    env = {"TUNEROUTE_PEERING": "tuneroute", "TUNEROUTE_NAMESPACES": namespace}
+    low = OperatorProcess(cp.kubeconfig, tmp_path / "low.log", {**env, "TUNEROUTE_PRIORITY": "100"}).start()
+    high = OperatorProcess(cp.kubeconfig, tmp_path / "high.log", {**env, "TUNEROUTE_PRIORITY": "200"}).start()
+    try:
+        wait_until(lambda: "Pausing operations in favour" in low.log_tail(200), 60, "the low-priority replica to pause")
+        apply(cp, namespace, small_finetunejob("peered"))
+        wait_until(lambda: "Handler 'finetunejob' succeeded" in high.log_tail(400), 60, "the high-priority replica to act")
+        assert "Handler 'finetunejob'" not in low.log_tail(400)
+    finally:
+        high.stop()
+        low.stop()

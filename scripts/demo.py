@@ -1,0 +1,101 @@
+"""The demo behind scripts/demo.sh: every step a user would take, on a local control plane.
+
+kwok nodes run no containers, so the two workloads run on this machine instead: the operator
+(authenticated as the chart's ServiceAccount) and the trainer (a tiny random Qwen3-MoE on the
+CPU, reporting progress into the FineTuneJob exactly as its pod would). The trainer pod that the
+Job created is then finished with the trainer's exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for sub in ("tests/cluster", "tests/e2e", "tests/trainer"):
+    sys.path.insert(0, str(REPO / sub))
+DIR = Path(os.environ.get("TUNEROUTE_DEMO_DIR", "/tmp/tuneroute-demo"))
+NS = "default"
+
+from control_plane import ControlPlane, wait_until  # noqa: E402
+from operator_process import OperatorProcess, service_account_kubeconfig  # noqa: E402
+
+
+def step(title: str) -> None:
+    print(f"\n\033[1m==> {title}\033[0m", flush=True)
+
+
+def show(cp: ControlPlane, *args: str) -> str:
+    print(f"$ kubectl {' '.join(args)}")
+    out = cp.kubectl(*args).stdout
+    print(out, flush=True)
+    return out
+
+
+def main() -> None:
+    step("Start the local control plane (etcd, kube-apiserver, controller manager, scheduler, kwok GPU nodes)")
+    cp = ControlPlane.up(DIR)
+    show(cp, "get", "nodes", "-L", "nvidia.com/gpu.present")
+
+    step("helm install the chart (CRDs, RBAC, operator Deployment scaled to 0: the operator runs here)")
+    cp.kubectl("create", "namespace", "tuneroute-system", check=False)
+    cp.wait_for_default_service_account("tuneroute-system")
+    print(cp.helm("upgrade", "--install", "tuneroute", str(REPO / "charts/tuneroute"), "-n", "tuneroute-system", "--set", "replicas=0", "--wait").stdout)
+
+    step("Run the operator with the chart's ServiceAccount")
+    old = DIR / "operator.pid"
+    if old.exists():
+        subprocess.run(["kill", old.read_text().strip()], check=False)
+    kubeconfig = service_account_kubeconfig(cp, "tuneroute-system", "tuneroute", DIR / "operator.kubeconfig")
+    op = OperatorProcess(kubeconfig, DIR / "operator.log").start()
+    old.write_text(str(op.proc.pid))
+    print(f"operator pid {op.proc.pid}, log {DIR / 'operator.log'}, metrics http://127.0.0.1:{op.metrics_port}/metrics")
+
+    step("Apply examples/ (plus a hostPath PersistentVolume for the adapters claim: no provisioner here)")
+    cp.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "demo-adapters"},
+        "spec": {"capacity": {"storage": "100Gi"}, "accessModes": ["ReadWriteMany"], "hostPath": {"path": str(DIR / "pv")},
+                 "claimRef": {"namespace": NS, "name": "tuneroute-adapters"}},
+    }))
+    print(cp.kubectl("-n", NS, "apply", "-f", str(REPO / "examples")).stdout)
+    wait_until(lambda: cp.get("pods", "-n", NS, "-l", "job-name=qwen3-support")["items"], 60, "the trainer pod")
+    wait_until(lambda: (cp.get("ftj", "qwen3-support", "-n", NS).get("status") or {}).get("phase") == "Running", 60, "Running")
+    show(cp, "get", "tuneroute", "-n", NS)
+    show(cp, "get", "jobs,pods,deployments,services,configmaps", "-n", NS, "-l", "app.kubernetes.io/managed-by=tuneroute-operator", "-o", "wide")
+
+    step("Train: the real trainer on a tiny random Qwen3-MoE (CPU), reporting progress into the FineTuneJob")
+    from trainer_fixtures import save_tiny_model, trainer_config, write_config
+
+    model = save_tiny_model("qwen3_moe", DIR / "tiny-qwen3-moe")
+    cfg = trainer_config(model, DIR / "pv" / "adapters" / "qwen3-support", training={"maxSteps": 40},
+                         report={"namespace": NS, "name": "qwen3-support", "intervalSeconds": 1})
+    config = write_config(DIR / "trainer.json", cfg)
+    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "TUNEROUTE_TERMINATION_LOG": str(DIR / "termination-log")}
+    train = subprocess.run([sys.executable, "-m", "tuneroute_trainer", "--config", str(config)], env=env,
+                           cwd=REPO / "trainer-image")
+    show(cp, "get", "ftj", "-n", NS, "-o", "wide")
+
+    step(f"Finish the trainer pod with the trainer's exit code ({train.returncode}); the operator follows the Job")
+    pod = cp.get("pods", "-n", NS, "-l", "job-name=qwen3-support")["items"][0]["metadata"]["name"]
+    message = (DIR / "termination-log").read_text() if (DIR / "termination-log").exists() else None
+    cp.finish_pod(NS, pod, exit_code=train.returncode, message=message)
+    phase = "Succeeded" if train.returncode == 0 else "Failed"
+    wait_until(lambda: (cp.get("ftj", "qwen3-support", "-n", NS).get("status") or {}).get("phase") == phase, 60, phase)
+    if phase == "Succeeded":
+        wait_until(lambda: (cp.get("mroute", "assistant", "-n", NS).get("status") or {}).get("backends") == "4/4", 60, "the adapter to join the route")
+    show(cp, "get", "tuneroute", "-n", NS)
+    show(cp, "get", "mroute", "assistant", "-n", NS, "-o", "jsonpath={.status.backendStatus}")
+    print()
+    show(cp, "get", "events", "-n", NS, "--field-selector", "involvedObject.kind=FineTuneJob", "--sort-by=.lastTimestamp")
+
+    step("Done")
+    print(f"The cluster is still up:  source {DIR}/env && kubectl get tuneroute")
+    print(f"Adapter written to:       {DIR / 'pv' / 'adapters' / 'qwen3-support'}")
+    print("Stop everything:          scripts/demo.sh --down")
+
+
+if __name__ == "__main__":
+    main()

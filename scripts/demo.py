@@ -74,8 +74,13 @@ def main() -> None:
                          report={"namespace": NS, "name": "qwen3-support", "intervalSeconds": 1})
     config = write_config(DIR / "trainer.json", cfg)
     env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "TUNEROUTE_TERMINATION_LOG": str(DIR / "termination-log")}
-    train = subprocess.run([sys.executable, "-m", "tuneroute_trainer", "--config", str(config)], env=env,
-                           cwd=REPO / "trainer-image")
+    with open(DIR / "trainer.log", "w") as log:
+        train = subprocess.run([sys.executable, "-m", "tuneroute_trainer", "--config", str(config)], env=env,
+                               cwd=REPO / "trainer-image", stdout=log, stderr=subprocess.STDOUT)
+    lines = (DIR / "trainer.log").read_text().splitlines()
+    progress = [line for line in lines if '"progress"' in line]
+    print("\n".join(progress[:2] + ["..."] + progress[-1:] + lines[-1:]))
+    print(f"(full trainer log: {DIR / 'trainer.log'})")
     show(cp, "get", "ftj", "-n", NS, "-o", "wide")
 
     step(f"Finish the trainer pod with the trainer's exit code ({train.returncode}); the operator follows the Job")

@@ -178,6 +178,7 @@ def finetunejob_crd() -> dict:
     # grpo is accepted by the schema only to refuse it with a message that says why.
     spec["properties"]["method"]["enum"].append("grpo")
     _add_rules(spec, "method", [{"rule": "self != 'grpo'", "message": "method grpo is reserved for a later release; use sft or dpo"}])
+    _add_rules(spec, "lora", [{"rule": "!has(self.experts) || !self.experts || !has(self.dropout) || self.dropout == 0.0", "message": "dropout must be 0 when experts is true (PEFT has no dropout on expert weights)", "fieldPath": ".dropout"}])
     spec["x-kubernetes-validations"] = spec.get("x-kubernetes-validations", []) + [
         {
             "rule": "self.method != 'dpo' || self.dataset.format == 'preference'",

@@ -21,7 +21,8 @@ def peering_priority(explicit: int | None) -> int:
 
 def main() -> None:
     s = Settings()
-    kopf.configure(verbose=False)
+    # kopf's own JSON formatter keeps the object reference (namespace/name) in each line.
+    kopf.configure(log_format=kopf.LogFormat.JSON if s.log_format == "json" else kopf.LogFormat.FULL, log_refkey="k8s")
     kopf.run(
         standalone=s.peering is None,
         peering_name=s.peering,

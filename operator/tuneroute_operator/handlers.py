@@ -11,7 +11,6 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 from . import API_VERSION, GROUP, VERSION, metrics, reconcile
 from .builders.common import MANAGED_BY
 from .kube import Kube
-from .logs import configure_logging
 from .settings import Settings
 
 CHILD = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -42,7 +41,6 @@ def _run(kind: str, fn, *args: Any) -> None:
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.settings = Settings()
     memo.kube = Kube.from_environment()
-    configure_logging(memo.settings.log_format)
     # Keep kopf's bookkeeping in annotations: our status schema is strict and would prune it.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")

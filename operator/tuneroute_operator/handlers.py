@@ -67,6 +67,12 @@ def training_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         _run("FineTuneJob", reconcile.finetunejob_status, memo.kube, owner, _emit)
 
 
+@kopf.on.event("", "v1", "pods", labels={**CHILD, f"{GROUP}/finetunejob": kopf.PRESENT})
+def training_pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    # Scheduling failures change no Job field: only the pod tells why training has not started.
+    training_job_changed(body=body, memo=memo)
+
+
 @kopf.on.event(GROUP, VERSION, "finetunejobs")
 def finetunejob_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
     # A route serving this job's adapter picks it up (or drops it) when the job's phase moves.

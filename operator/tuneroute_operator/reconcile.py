@@ -85,11 +85,12 @@ def finetunejob_status(kube: Kube, body: dict[str, Any], emit: Emit) -> None:
     meta, old = body["metadata"], body.get("status") or {}
     ns, name = meta["namespace"], meta["name"]
     job = kube.get("batch/v1", "Job", ns, name)
-    pods = kube.list("v1", "Pod", ns, f"job-name={name}") if job and (job.get("status") or {}).get("failed") else []
+    jst = (job or {}).get("status") or {}
+    # Pods explain a failure (termination message) or a wait (the scheduler's message).
+    pods = kube.list("v1", "Pod", ns, f"job-name={name}") if job and not jst.get("ready") else []
     suspend = bool((body.get("spec") or {}).get("suspend"))
     phase, wanted, message = ftj_status.phase_and_conditions(job, pods, suspend)
     conditions = cond.merge(old.get("conditions"), wanted, now(), meta.get("generation", 1))
-    jst = (job or {}).get("status") or {}
     status: dict[str, Any] = {
         "phase": phase,
         "conditions": conditions,

@@ -166,3 +166,19 @@ def test_progress_reported_by_the_trainer_shows_in_kubectl_get_and_survives_oper
     cp.finish_pod(namespace, pod, exit_code=0)
     ftj = wait_phase(cp, namespace, "progress", "Succeeded")
     assert ftj["status"]["progress"]["step"] == 120
+
+
+def test_a_job_no_node_can_fit_says_why_it_waits(control_plane, operator, namespace, storage):
+    cp = control_plane
+    storage()
+    apply(cp, namespace, small_finetunejob("too-big", resources={"gpus": 9}))  # the kwok nodes have 8 each
+
+    def unschedulable():
+        ftj = get(cp, namespace, "finetunejob", "too-big")
+        ready = condition(ftj, "Ready") if ftj else None
+        # (the first verdict may be about the volume, bound a moment after the pod is created)
+        return ftj if ready and ready["reason"] == "Unschedulable" and "nvidia.com/gpu" in ready["message"] else None
+
+    ftj = wait_until(unschedulable, 60, "the scheduler's GPU verdict")
+    assert ftj["status"]["phase"] == "Pending"
+    assert "Insufficient nvidia.com/gpu" in ftj["status"]["message"]

@@ -16,6 +16,15 @@ def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
+def _unschedulable(pods: list[dict[str, Any]]) -> str | None:
+    """The scheduler's explanation when no node fits (e.g. not enough nvidia.com/gpu)."""
+    for pod in pods:
+        for c in (pod.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+                return c.get("message") or "no node fits the training pod"
+    return None
+
+
 def _termination_message(pods: list[dict[str, Any]]) -> str | None:
     """The trainer's own words from the most recently finished failed pod."""
     latest: tuple[str, str] | None = None
@@ -49,6 +58,8 @@ def phase_and_conditions(job: dict[str, Any] | None, pods: list[dict[str, Any]],
     failed = st.get("failed") or 0
     reason = "Retrying" if failed else "PodPending"
     message = f"{failed} attempt(s) failed; waiting for the next pod" if failed else "waiting for the training pod to start"
+    if unschedulable := _unschedulable(pods):
+        reason, message = "Unschedulable", unschedulable
     return "Pending", _conds("Pending", reason, message), message
 
 
@@ -61,5 +72,8 @@ def _conds(phase: str, reason: str, message: str) -> list[Cond]:
 
 
 def attempts(job: dict[str, Any] | None) -> int:
+    """Pods started so far; finished pods the Job has not counted yet are still attempts."""
     st = (job or {}).get("status") or {}
-    return int(st.get("active") or 0) + int(st.get("succeeded") or 0) + int(st.get("failed") or 0)
+    uncounted = st.get("uncountedTerminatedPods") or {}
+    counted = sum(int(st.get(k) or 0) for k in ("active", "succeeded", "failed"))
+    return counted + len(uncounted.get("succeeded") or []) + len(uncounted.get("failed") or [])

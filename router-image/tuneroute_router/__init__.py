@@ -1,0 +1,1 @@
+"""tuneroute router: one OpenAI-compatible endpoint that routes by request complexity."""

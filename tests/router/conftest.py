@@ -1,0 +1,22 @@
+"""Fixtures for the router tests; the harness itself is router_harness.py (a unique module
+name, so it cannot clash with other test folders' conftest modules)."""
+
+from pathlib import Path
+
+import pytest
+
+from router_harness import Backend
+
+
+@pytest.fixture(scope="module")
+def tmp_mod(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("router")
+
+
+@pytest.fixture(scope="module")
+def backends(tmp_mod):
+    small = Backend("small", tmp_mod).start()
+    large = Backend("large", tmp_mod).start()
+    yield small, large
+    small.proc.stop()
+    large.proc.stop()

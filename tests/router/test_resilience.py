@@ -1,0 +1,244 @@
+"""Failures a user would notice: dead or failing backends, overload, and bad config reloads."""
+
+import asyncio
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from router_harness import Backend, base_config, start_router, wait_for, write_config
+
+EASY = "What is the capital of France?"
+
+
+@pytest.fixture
+def pair(tmp_path):
+    small, large = Backend("small", tmp_path).start(), Backend("large", tmp_path).start()
+    yield small, large
+    small.proc.stop()
+    large.proc.stop()
+
+
+def ask(router, text=EASY, model="auto"):
+    c = openai.OpenAI(base_url=router.base + "/v1", api_key="unused", max_retries=0, timeout=30)
+    raw = c.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": text}])
+    return raw.parse(), raw.headers
+
+
+def test_killed_backend_falls_back_opens_circuit_and_recovers(tmp_path, pair):
+    small, large = pair
+    router = start_router(tmp_path, base_config(small, large))
+    try:
+        assert ask(router)[1]["x-tuneroute-model"] == "small"
+        small.proc.kill()
+
+        results = [ask(router) for _ in range(6)]
+        assert all(r.model == "large" for r, _ in results)  # every request still succeeds
+        attempts = [h["x-tuneroute-attempts"] for _, h in results]
+        assert attempts[:2] == ["2", "2"]  # tried small, fell back
+        assert set(attempts[2:]) == {"1"}  # circuit open: small not even tried
+        assert all("fallback" in h["x-tuneroute-reason"] for _, h in results)
+        assert router.metric("tuneroute_circuit_open", model="small") == 1
+
+        small.proc.start()  # same port: the pod came back
+        wait_for(lambda: ask(router)[0].model == "small", timeout=20, interval=0.2,
+                 what="circuit to close after cooldown")
+        assert router.metric("tuneroute_circuit_open", model="small") == 0
+    finally:
+        router.proc.stop()
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_5xx_and_429_fall_back_to_the_next_model(tmp_path, pair, status):
+    small, large = pair
+    small.control(fail_status=status)
+    router = start_router(tmp_path, base_config(small, large))
+    try:
+        resp, h = ask(router)
+        assert resp.model == "large" and h["x-tuneroute-attempts"] == "2"
+        assert small.stats()["requests"] == 1
+        # asked for by name there is no fallback: the backend's own error reaches the client
+        with pytest.raises(openai.APIStatusError) as e:
+            ask(router, model="small")
+        assert e.value.status_code == status and "small failing" in e.value.message
+    finally:
+        router.proc.stop()
+
+
+def test_no_backend_left_is_a_clear_503(tmp_path, pair):
+    small, large = pair
+    router = start_router(tmp_path, base_config(small, large))
+    try:
+        small.proc.kill()
+        large.proc.kill()
+        r = httpx.post(router.base + "/v1/chat/completions",
+                       json={"model": "auto", "messages": [{"role": "user", "content": EASY}]})
+        assert r.status_code == 502 and r.json()["error"]["code"] == "backend_unreachable"
+        assert r.headers["x-tuneroute-attempts"] == "2"
+    finally:
+        router.proc.stop()
+
+
+def test_a_busy_backend_spills_over_instead_of_queueing(tmp_path, pair):
+    small, large = pair
+    small.control(delay_s=1.0)
+    cfg = base_config(small, large)
+    cfg["pool"][0]["maxConcurrency"] = 1
+    router = start_router(tmp_path, cfg)
+
+    async def burst():
+        c = openai.AsyncOpenAI(base_url=router.base + "/v1", api_key="unused", max_retries=0, timeout=30)
+        return await asyncio.gather(*[
+            c.chat.completions.create(model="auto", messages=[{"role": "user", "content": EASY}]) for _ in range(3)])
+
+    try:
+        served = sorted(r.model for r in asyncio.run(burst()))
+        assert served == ["large", "large", "small"]
+    finally:
+        router.proc.stop()
+
+
+def test_bad_reload_keeps_the_old_config_and_a_good_one_applies(tmp_path, pair):
+    small, large = pair
+    cfg = base_config(small, large)
+    router = start_router(tmp_path, cfg)
+    try:
+        path = router.config_path
+        path.write_text("pool: [this is: not valid")
+        wait_for(lambda: router.metric("tuneroute_config_reloads_total", result="refused") == 1,
+                 what="refused reload")
+        write_config(path, {**cfg, "pool": [{**cfg["pool"][0], "tier": 99}]})
+        wait_for(lambda: router.metric("tuneroute_config_reloads_total", result="refused") == 2,
+                 what="second refused reload")
+        assert "pool.0.tier" in router.log_path.read_text()
+        assert ask(router)[0].model == "small"  # still serving with the old config
+        assert httpx.get(router.base + "/readyz").status_code == 200
+
+        write_config(path, {**cfg, "virtualModel": "router"})
+        wait_for(lambda: [m["id"] for m in httpx.get(router.base + "/v1/models").json()["data"]][0] == "router",
+                 what="new config")
+        assert ask(router, model="router")[0].model == "small"
+        with pytest.raises(openai.NotFoundError):
+            ask(router, model="auto")
+    finally:
+        router.proc.stop()
+
+
+def test_lora_adapter_is_loaded_once_before_traffic(tmp_path, pair):
+    small, large = pair
+    cfg = base_config(small, large)
+    cfg["pool"][0].update(model="support-bot", adapter={"name": "support-bot", "path": "/adapters/support-bot"})
+    router = start_router(tmp_path, cfg)
+    try:
+        for _ in range(2):
+            resp, h = ask(router)
+            assert h["x-tuneroute-model"] == "small" and resp.model == "support-bot"
+        st = small.stats()
+        assert st["adapters"] == [{"lora_name": "support-bot", "lora_path": "/adapters/support-bot"}]
+        assert st["models"] == ["support-bot", "support-bot"]
+    finally:
+        router.proc.stop()
+
+
+def test_invalid_config_at_start_exits_with_the_field_named(tmp_path):
+    import subprocess
+    import sys
+
+    from router_harness import REPO
+
+    p = tmp_path / "router.yaml"
+    p.write_text(yaml.safe_dump({"pool": [{"name": "a", "url": "http://a/v1", "tier": 0, "contextWindow": 1}]}))
+    r = subprocess.run([sys.executable, "-m", "tuneroute_router", "--config", str(p)], capture_output=True, text=True,
+                       env={"PYTHONPATH": str(REPO / "router-image")}, timeout=60)
+    assert r.returncode == 2 and "pool.0.tier" in r.stderr
+
+
+def test_streaming_request_falls_back_before_the_first_byte(tmp_path, pair):
+    small, large = pair
+    small.control(fail_status=502)
+    router = start_router(tmp_path, base_config(small, large))
+    try:
+        c = openai.OpenAI(base_url=router.base + "/v1", api_key="unused", max_retries=0, timeout=30)
+        with c.chat.completions.with_streaming_response.create(
+                model="auto", messages=[{"role": "user", "content": EASY}], stream=True) as resp:
+            assert resp.headers["x-tuneroute-model"] == "large" and resp.headers["x-tuneroute-attempts"] == "2"
+            text = "".join(ch.choices[0].delta.content or "" for ch in resp.parse() if ch.choices)
+        assert text == "I am large"
+    finally:
+        router.proc.stop()
+
+
+def test_rotated_api_keys_apply_without_restart(tmp_path, pair):
+    small, large = pair
+    keys = tmp_path / "keys"
+    keys.write_text("sk-old\n")
+    router = start_router(tmp_path, base_config(small, large, auth={"apiKeysPath": str(keys)},
+                                                server={"logPrompts": True}))
+    try:
+        def status(key):
+            return httpx.get(router.base + "/v1/models", headers={"authorization": f"Bearer {key}"}).status_code
+
+        assert (status("sk-old"), status("sk-new")) == (200, 401)
+        keys.write_text("# rotated\nsk-new\n")
+        wait_for(lambda: status("sk-new") == 200, what="rotated key to be accepted")
+        assert status("sk-old") == 401
+        # logPrompts on: the decision line carries the prompt (and still never the key)
+        c = openai.OpenAI(base_url=router.base + "/v1", api_key="sk-new", max_retries=0, timeout=30)
+        c.chat.completions.create(model="auto", messages=[{"role": "user", "content": EASY}])
+        assert router.decision_lines()[-1]["prompt"] == EASY
+        assert "sk-new" not in router.log_path.read_text()
+    finally:
+        router.proc.stop()
+
+
+def test_a_stream_that_breaks_midway_is_reported_not_papered_over(tmp_path, pair):
+    small, large = pair
+    small.control(break_stream=True)
+    router = start_router(tmp_path, base_config(small, large))
+    try:
+        c = openai.OpenAI(base_url=router.base + "/v1", api_key="unused", max_retries=0, timeout=30)
+        got = []
+        with pytest.raises((httpx.HTTPError, openai.APIError)):
+            for ch in c.chat.completions.create(model="auto", messages=[{"role": "user", "content": EASY}], stream=True):
+                got.append(ch.choices[0].delta.content)
+        assert got == ["I"]  # the first chunk arrived before the backend died
+        wait_for(lambda: router.metric("tuneroute_requests_total", model="small", outcome="stream_broken") == 1,
+                 what="broken stream to be counted")
+        assert router.decision_lines()[-1]["stream_broken"] is True
+    finally:
+        router.proc.stop()
+
+
+def _configmap_publish(cm, cfg: dict, version: int) -> None:
+    """What the kubelet does on a ConfigMap update: new timestamped dir, atomic ..data swap."""
+    import os
+
+    ts = cm / f"..2026_11_28_{version}"
+    ts.mkdir()
+    (ts / "router.yaml").write_text(yaml.safe_dump(cfg))
+    os.symlink(ts.name, cm / "..data_tmp")
+    os.replace(cm / "..data_tmp", cm / "..data")
+    if not (cm / "router.yaml").is_symlink():
+        os.symlink("..data/router.yaml", cm / "router.yaml")
+
+
+def test_configmap_symlink_swap_is_picked_up(tmp_path, pair):
+    from router_harness import Router
+
+    small, large = pair
+    cm = tmp_path / "tuneroute"
+    cm.mkdir()
+    cfg = base_config(small, large)
+    _configmap_publish(cm, cfg, 1)
+    router = Router(cm / "router.yaml", tmp_path)
+    router.proc.start()
+    try:
+        assert ask(router)[0].model == "small"
+        # the route now sends everything to the large model: one tier only
+        _configmap_publish(cm, {**cfg, "pool": [cfg["pool"][1]]}, 2)
+        wait_for(lambda: [m["id"] for m in httpx.get(router.base + "/v1/models").json()["data"]] == ["auto", "large"],
+                 what="swapped ConfigMap to apply")
+        assert ask(router)[0].model == "large"
+    finally:
+        router.proc.stop()

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 
 from . import GROUP, VERSION
+from .api.common import QUANTITY
 from .api.finetunejob import FineTuneJobSpec, FineTuneJobStatus
 from .api.modelroute import ModelRouteSpec, ModelRouteStatus
 
@@ -100,6 +101,18 @@ def _bound(node: Any) -> None:
         _bound(node.get(key))
 
 
+def _quantities(node: Any) -> None:
+    """Resource quantities must parse as Kubernetes quantities and not be negative."""
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "string" and node.get("pattern") == QUANTITY:
+        node.setdefault("x-kubernetes-validations", []).append(
+            {"rule": "isQuantity(self) && !quantity(self).isLessThan(quantity('0'))", "message": "must be a non-negative quantity, e.g. 64Gi or 500m"}
+        )
+    for child in (node.get("properties") or {}).values():
+        _quantities(child)
+
+
 def _immutable_except(spec: dict[str, Any], mutable: set[str], kind: str) -> None:
     """Transition rules: every spec field but `mutable` keeps its value after creation."""
     for name, prop in spec["properties"].items():
@@ -124,6 +137,7 @@ def _add_rules(schema: dict[str, Any], path: str, rules: list[dict[str, str]]) -
 
 def _crd(kind: str, plural: str, short: str, spec: dict, status: dict, columns: list[dict], name_max: int) -> dict:
     _bound(spec)
+    _quantities(spec)
     root = {
         "type": "object",
         "description": spec["description"],
@@ -131,16 +145,11 @@ def _crd(kind: str, plural: str, short: str, spec: dict, status: dict, columns: 
         "properties": {
             "apiVersion": {"type": "string", "description": "API version of this object."},
             "kind": {"type": "string", "description": "Kind of this object."},
-            "metadata": {"type": "object"},
+            # The name prefixes child objects' names (e.g. <name>-trainer), so it is shorter than usual.
+            "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": name_max}}},
             "spec": spec,
             "status": {**status, "description": f"Observed state of the {kind}, written by the operator."},
         },
-        "x-kubernetes-validations": [
-            {
-                "rule": f"self.metadata.name.size() <= {name_max}",
-                "message": f"metadata.name must be at most {name_max} characters (it names child objects)",
-            }
-        ],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -208,7 +217,23 @@ def finetunejob_crd() -> dict:
 def modelroute_crd() -> dict:
     spec = openapi_schema(ModelRouteSpec)
     spec["description"] = "ModelRoute serves one OpenAI-compatible endpoint that routes each request to the cheapest capable model in a pool, and says which and why."
-    _add_rules(spec, "policy.thresholds", [{"rule": "self.all(x, x > 0.0 && x < 1.0)", "message": "thresholds must lie strictly between 0 and 1"}])
+    # The router's own cross-field checks (tuneroute_router.config), restated for the API server.
+    _add_rules(spec, "policy.thresholds", [
+        {"rule": "self.all(x, x > 0.0 && x < 1.0)", "message": "thresholds must lie strictly between 0 and 1"},
+        {"rule": "self.isSorted() && self.all(x, self.exists_one(y, y == x))", "message": "thresholds must be strictly ascending"},
+    ])
+    spec["x-kubernetes-validations"] += [
+        {
+            "rule": "!has(self.policy) || !has(self.policy.thresholds) || self.policy.thresholds.size() + 1 == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10].filter(t, self.pool.exists(p, p.tier == t)).size()",
+            "message": "policy.thresholds needs one cut point fewer than the pool has distinct tiers",
+            "fieldPath": ".policy.thresholds",
+        },
+        {
+            "rule": "!has(self.policy) || !has(self.policy.examples) || self.policy.examples.all(e, self.pool.exists(p, p.tier == e.tier))",
+            "message": "policy.examples[].tier must be the tier of some pool entry",
+            "fieldPath": ".policy.examples",
+        },
+    ]
     columns = [
         {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].status"},
         {"name": "Backends", "type": "string", "jsonPath": ".status.backends", "description": "Ready/total pool entries."},

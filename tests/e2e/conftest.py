@@ -27,6 +27,8 @@ def release(control_plane: ControlPlane) -> Release:
     control_plane.kubectl("create", "namespace", ns, check=False)
     control_plane.wait_for_default_service_account(ns)
     control_plane.helm("upgrade", "--install", "tuneroute", str(REPO / "charts" / "tuneroute"), "-n", ns, "--set", "replicas=0", "--wait")
+    # helm never upgrades CRDs: apply them as the README tells users to (a reused cluster may hold older ones).
+    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts" / "tuneroute" / "crds"))
     control_plane.kubectl("wait", "--for=condition=Established", "crd/finetunejobs.tuneroute.io", "crd/modelroutes.tuneroute.io", "--timeout=60s")
     return Release("tuneroute", ns, "tuneroute")
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 from control_plane import wait_until
-from helpers import apply, condition, events, example, get, running_pod, small_finetunejob
+from helpers import REPO, apply, condition, events, example, get, running_pod, small_finetunejob
 from tuneroute_router.config import parse_config
 
 pytestmark = pytest.mark.cluster
@@ -79,13 +79,24 @@ def test_route_serves_the_adapter_once_its_finetunejob_succeeds(control_plane, o
     assert (entry.adapter.name, entry.adapter.path) == ("qwen3-support", "/adapters/adapters/qwen3-support")
 
 
-def test_spec_the_router_refuses_sets_a_failed_condition_once_and_keeps_no_config(control_plane, operator, namespace):
-    """Policy examples for a tier no pool entry has pass the schema but not the router's
-    config model: the route says so once (condition + one Warning event) and is not retried."""
+def test_a_stored_spec_the_router_refuses_sets_a_failed_condition_once(control_plane, operator, namespace):
+    """A route stored before a CRD upgrade tightened the rules (here: example prompts for a tier
+    no pool entry has) reaches the operator; the router's config model refuses it, and the route
+    says so once (condition + one Warning event) with no retries and no router config."""
     cp = control_plane
+    crd = cp.get("crd", "modelroutes.tuneroute.io")
+    spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec_schema["x-kubernetes-validations"] = [r for r in spec_schema["x-kubernetes-validations"] if "examples" not in r["rule"]]
+    for key in ("resourceVersion", "managedFields", "uid", "creationTimestamp", "generation"):
+        crd["metadata"].pop(key, None)
+    crd.pop("status", None)
+    cp.kubectl("replace", "-f", "-", input=json.dumps(crd))  # the older, looser CRD
     route = example("20-modelroute")
     route["spec"]["policy"]["examples"] = [{"tier": 7, "prompts": ["hello"]}]
-    apply(cp, namespace, route)
+    try:
+        wait_until(lambda: cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(route), check=False).returncode == 0, 30, "the looser CRD")
+    finally:
+        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "tuneroute.io_modelroutes.yaml"))
     route = _route_status(cp, namespace, "assistant", lambda s: (condition({"status": s}, "Ready") or {}).get("reason") == "InvalidSpec", "InvalidSpec")
     assert "policy.examples" in condition(route, "Ready")["message"]
     assert get(cp, namespace, "configmap", "assistant-router") is None

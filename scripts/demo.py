@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,10 @@ def main() -> None:
     print(f"operator pid {op.proc.pid}, log {DIR / 'operator.log'}, metrics http://127.0.0.1:{op.metrics_port}/metrics")
 
     step("Apply examples/ (plus a hostPath PersistentVolume for the adapters claim: no provisioner here)")
+    # A second run starts from scratch: a finished FineTuneJob cannot be re-run (its spec is immutable).
+    cp.kubectl("-n", NS, "delete", "-f", str(REPO / "examples"), "--ignore-not-found", "--wait=true", timeout=180)
+    cp.kubectl("delete", "pv", "demo-adapters", "--ignore-not-found", "--wait=true")
+    shutil.rmtree(DIR / "pv", ignore_errors=True)  # the adapter and checkpoints of an earlier run
     cp.kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "demo-adapters"},
         "spec": {"capacity": {"storage": "100Gi"}, "accessModes": ["ReadWriteMany"], "hostPath": {"path": str(DIR / "pv")},
@@ -94,7 +99,10 @@ def main() -> None:
     show(cp, "get", "tuneroute", "-n", NS)
     show(cp, "get", "mroute", "assistant", "-n", NS, "-o", "jsonpath={.status.backendStatus}")
     print()
-    show(cp, "get", "events", "-n", NS, "--field-selector", "involvedObject.kind=FineTuneJob", "--sort-by=.lastTimestamp")
+    uid = cp.get("ftj", "qwen3-support", "-n", NS)["metadata"]["uid"]
+    selector = f"involvedObject.uid={uid}"
+    wait_until(lambda: len(cp.get("events", "-n", NS, "--field-selector", selector)["items"]) >= 2, 30, "the Events")
+    show(cp, "get", "events", "-n", NS, "--field-selector", selector, "--sort-by=.lastTimestamp")
 
     step("Done")
     print(f"The cluster is still up:  source {DIR}/env && kubectl get tuneroute")

@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 from kubernetes.dynamic.exceptions import DynamicApiError
 
-from . import API_VERSION, GROUP, VERSION, metrics, reconcile
+from . import GROUP, VERSION, metrics, reconcile
 from .builders.common import MANAGED_BY
 from .kube import Kube
 from .settings import Settings
@@ -62,9 +62,7 @@ def finetunejob(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("batch", "v1", "jobs", labels={**CHILD, f"{GROUP}/finetunejob": kopf.PRESENT})
 def training_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    owner = memo.kube.get(API_VERSION, "FineTuneJob", body.metadata.namespace, body.metadata.labels[f"{GROUP}/finetunejob"])
-    if owner is not None:
-        _run("FineTuneJob", reconcile.finetunejob_status, memo.kube, owner, _emit)
+    _run("FineTuneJob", reconcile.finetunejob_status, memo.kube, body.metadata.namespace, body.metadata.labels[f"{GROUP}/finetunejob"], _emit)
 
 
 @kopf.on.event("", "v1", "pods", labels={**CHILD, f"{GROUP}/finetunejob": kopf.PRESENT})
@@ -79,7 +77,7 @@ def finetunejob_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_:
     if type == "DELETED":
         return
     for route in reconcile.routes_waiting_on(memo.kube, dict(body)):
-        _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, route, _emit)
+        _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, body.metadata.namespace, route["metadata"]["name"], _emit)
 
 
 # ModelRoute
@@ -89,14 +87,12 @@ def finetunejob_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_:
 @kopf.on.create(GROUP, VERSION, "modelroutes")
 @kopf.on.update(GROUP, VERSION, "modelroutes", field="spec")
 def modelroute(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, dict(body), _emit)
+    _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, body.metadata.namespace, body.metadata.name, _emit)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={**CHILD, f"{GROUP}/modelroute": kopf.PRESENT})
-def router_deployment_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
-    route = memo.kube.get(API_VERSION, "ModelRoute", body.metadata.namespace, body.metadata.labels[f"{GROUP}/modelroute"])
-    if route is not None and route["metadata"].get("deletionTimestamp") is None:
-        _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, route, _emit)
+def router_deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, body.metadata.namespace, body.metadata.labels[f"{GROUP}/modelroute"], _emit)
 
 
 @kopf.on.probe(id="kube")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+from collections import defaultdict
 from typing import Any, Callable
 
 from pydantic import ValidationError
@@ -26,6 +28,16 @@ from .status import modelroute as route_status
 log = logging.getLogger(__name__)
 # (object body, type "Normal"/"Warning", reason, message): posts a Kubernetes Event.
 Emit = Callable[[dict[str, Any], str, str, str], None]
+
+
+# kopf runs handlers for different watched kinds concurrently (a Job event and a pod event
+# of the same FineTuneJob, say). One lock per object makes each status computation start from
+# the status the previous one wrote, so a transition is written, and announced, once.
+_locks: defaultdict[tuple[str, str, str], threading.Lock] = defaultdict(threading.Lock)
+
+
+def _lock(kind: str, namespace: str, name: str) -> threading.Lock:
+    return _locks[(kind, namespace, name)]
 
 
 class InvalidSpec(Exception):
@@ -77,11 +89,18 @@ def finetunejob(kube: Kube, settings: Settings, body: dict[str, Any], emit: Emit
         raise InvalidSpec(describe(e)) from None
     for child in children:
         kube.apply(child)
-    finetunejob_status(kube, body, emit)
+    finetunejob_status(kube, owner.namespace, owner.name, emit)
 
 
-def finetunejob_status(kube: Kube, body: dict[str, Any], emit: Emit) -> None:
-    """Recompute a FineTuneJob's status from its Job (and, on failure, the Job's pods)."""
+def finetunejob_status(kube: Kube, namespace: str, name: str, emit: Emit) -> None:
+    """Recompute a FineTuneJob's status from its Job (and, when it is not running, the Job's pods)."""
+    with _lock("FineTuneJob", namespace, name):
+        body = kube.get(API_VERSION, "FineTuneJob", namespace, name)
+        if body is not None and body["metadata"].get("deletionTimestamp") is None:
+            _finetunejob_status(kube, body, emit)
+
+
+def _finetunejob_status(kube: Kube, body: dict[str, Any], emit: Emit) -> None:
     meta, old = body["metadata"], body.get("status") or {}
     ns, name = meta["namespace"], meta["name"]
     job = kube.get("batch/v1", "Job", ns, name)
@@ -121,8 +140,15 @@ def _referenced_finetunejobs(kube: Kube, namespace: str, spec: ModelRouteSpec) -
     return {n: kube.get(API_VERSION, "FineTuneJob", namespace, n) for n in names}
 
 
-def modelroute(kube: Kube, settings: Settings, body: dict[str, Any], emit: Emit) -> None:
+def modelroute(kube: Kube, settings: Settings, namespace: str, name: str, emit: Emit) -> None:
     """Render the router config over the ready pool entries; apply ConfigMap, Deployment, Service; refresh status."""
+    with _lock("ModelRoute", namespace, name):
+        body = kube.get(API_VERSION, "ModelRoute", namespace, name)
+        if body is not None and body["metadata"].get("deletionTimestamp") is None:
+            _modelroute(kube, settings, body, emit)
+
+
+def _modelroute(kube: Kube, settings: Settings, body: dict[str, Any], emit: Emit) -> None:
     owner = Owner.of(body)
     meta, old = body["metadata"], body.get("status") or {}
     try:

@@ -53,7 +53,9 @@ def phase_and_conditions(job: dict[str, Any] | None, pods: list[dict[str, Any]],
         return "Failed", _conds("Failed", reason, message), message
     if _job_condition(job, "Suspended") or (suspend and not st.get("active")):
         return "Suspended", _conds("Suspended", "JobSuspended", "suspended; set spec.suspend=false to resume"), None
-    if st.get("ready"):  # kubelet-reported readiness of the trainer pod
+    # Ready (kubelet-reported), or finished while the Job controller has yet to count it:
+    # either way the trainer ran, and the phase must not step back to Pending in between.
+    if st.get("ready") or any((p.get("status") or {}).get("phase") in ("Running", "Succeeded") for p in pods):
         return "Running", _conds("Running", "TrainerRunning", "the trainer pod is running"), None
     failed = st.get("failed") or 0
     reason = "Retrying" if failed else "PodPending"

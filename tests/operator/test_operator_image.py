@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -17,9 +19,14 @@ def test_operator_imports_neither_torch_nor_the_routers_runtime():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_operator_requirements_match_the_lock():
-    lock = dict(line.split("==") for line in (REPO / "requirements.lock").read_text().splitlines() if "==" in line and not line.startswith("#"))
-    for line in (REPO / "operator" / "requirements.txt").read_text().splitlines():
-        if "==" in line and not line.startswith("#"):
-            name, version = line.split("==")
-            assert lock.get(name) == version, f"{name}: operator pins {version}, lock has {lock.get(name)}"
+def _pins(path: Path) -> dict[str, str]:
+    norm = lambda name: name.lower().replace("_", "-")  # noqa: E731
+    lines = [l.split("#")[0].strip() for l in path.read_text().splitlines()]
+    return {norm(l.split("==")[0]): l.split("==")[1] for l in lines if "==" in l}
+
+
+@pytest.mark.parametrize("image", ["operator", "trainer-image", "router-image"])
+def test_image_pins_match_the_lock_the_tests_run_on(image):
+    lock = _pins(REPO / "requirements.lock")
+    differ = {n: (v, lock.get(n)) for n, v in _pins(REPO / image / "requirements.txt").items() if n in lock and lock[n] != v}
+    assert not differ, f"{image}/requirements.txt vs requirements.lock: {differ}"

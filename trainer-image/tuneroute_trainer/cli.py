@@ -1,0 +1,70 @@
+"""Entry point: parse --config, run, and turn every failure into one line naming the field.
+
+Exit codes: 0 done, 2 invalid input/config, 1 any other failure, 143 preempted (checkpoint saved).
+The line goes to stderr and to the termination-message file the operator shows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from pydantic import ValidationError
+
+from .errors import InputError, Preempted
+
+TERMINATION_LOG_ENV = "TUNEROUTE_TERMINATION_LOG"
+
+
+def validation_message(err: ValidationError) -> str:
+    """First pydantic error as `field.path: message` (camelCase field names, as in the config file)."""
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg  # top-level (cross-field) validators name their field themselves
+
+
+def _terminate(message: str, code: int) -> int:
+    line = " ".join(message.split())[:1000]
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    path = os.environ.get(TERMINATION_LOG_ENV, "/dev/termination-log")
+    try:
+        with open(path, "w") as f:
+            f.write(line + "\n")
+    except OSError:
+        pass  # outside Kubernetes there may be no such file
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tuneroute_trainer", description=__doc__)
+    parser.add_argument("--config", required=True, help="trainer config (YAML or JSON)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from .config import load_config
+
+    try:
+        cfg = load_config(args.config)
+    except FileNotFoundError:
+        return _terminate(f"config: file {args.config} not found", 2)
+    except ValidationError as e:
+        return _terminate(validation_message(e), 2)
+    except ValueError as e:  # YAML/JSON syntax, top level not a mapping
+        return _terminate(f"config: {e}", 2)
+
+    try:
+        from .train import run
+
+        manifest = run(cfg)
+    except InputError as e:
+        return _terminate(str(e), 2)
+    except Preempted as e:
+        return _terminate(str(e), 143)
+    except Exception as e:
+        logging.getLogger("tuneroute_trainer").exception("training failed")
+        return _terminate(f"training failed: {type(e).__name__}: {e}", 1)
+    print(json.dumps({"event": "done", "output": cfg.output.dir, "metrics": manifest["metrics"]}), flush=True)
+    return 0

@@ -1,0 +1,153 @@
+"""The trainer's input: one pydantic model, imported by the operator to render the ConfigMap
+and the FineTuneJob CRD schema. Must not import torch or transformers (the operator imports it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "CheckpointSpec",
+    "DatasetSource",
+    "LoraSpec",
+    "ModelSource",
+    "OutputSpec",
+    "ReportSpec",
+    "TrainerConfig",
+    "TrainingSpec",
+    "load_config",
+]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ModelSource(_Spec):
+    id: str | None = Field(None, min_length=1, description="Hugging Face model id (token from HF_TOKEN).")
+    revision: str = Field("main", min_length=1, description="Branch, tag or commit of the model on the hub.")
+    path: str | None = Field(None, min_length=1, description="Local directory holding the model (instead of id).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSource:
+        if (self.id is None) == (self.path is None):
+            raise ValueError("exactly one of model.id and model.path must be set")
+        return self
+
+
+class DatasetSource(_Spec):
+    id: str | None = Field(None, min_length=1, description="Hugging Face dataset id.")
+    path: str | None = Field(
+        None, min_length=1, description="Local json, jsonl or parquet file, or a directory of them (instead of id)."
+    )
+    split: str = Field("train", min_length=1, description="Split to train on.")
+    format: Literal["chat", "instruction", "completion", "preference"] = Field(
+        ...,
+        description=(
+            "Row layout: chat = messages[{role, content}]; instruction = instruction, [input], output; "
+            "completion = prompt, completion (or text); preference = prompt, chosen, rejected (for dpo)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSource:
+        if (self.id is None) == (self.path is None):
+            raise ValueError("exactly one of dataset.id and dataset.path must be set")
+        return self
+
+
+class LoraSpec(_Spec):
+    rank: int = Field(16, ge=1, le=1024, description="LoRA rank r.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha; the update is scaled by alpha / rank.")
+    dropout: float = Field(
+        0.0, ge=0.0, le=1.0, description="LoRA dropout on the attention modules (must be 0 when experts is true)."
+    )
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        description="Names of the linear (attention) modules that get LoRA.",
+    )
+    experts: bool = Field(
+        True, description="Also put LoRA on the MoE experts' fused weights (PEFT target_parameters)."
+    )
+    kernel: Literal["auto", "triton", "grouped", "loop", "peft"] = Field(
+        "auto",
+        description=(
+            "MoE-LoRA implementation: auto = fastest available (triton on CUDA, grouped otherwise); "
+            "loop = per-expert reference; peft = stock PEFT path (merged weight per forward)."
+        ),
+    )
+
+
+class TrainingSpec(_Spec):
+    epochs: int = Field(1, ge=1, description="Passes over the dataset (ignored when maxSteps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (AdamW).")
+    batch_size: int = Field(1, ge=1, description="Sequences per device per micro-batch.")
+    gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    sequence_length: int = Field(2048, ge=16, le=131072, description="Maximum tokens per sequence (longer ones are truncated).")
+    precision: Literal["bf16", "fp16", "fp32"] = Field(
+        "bf16", description="Compute precision of the base model (fp32 is used on CPU whatever is asked)."
+    )
+    seed: int = Field(42, description="Random seed (data order, LoRA init).")
+
+
+class CheckpointSpec(_Spec):
+    every_steps: int = Field(100, ge=1, description="Save a resumable checkpoint every N optimizer steps.")
+    resume: bool = Field(True, description="Resume from the latest checkpoint in the output directory if there is one.")
+
+
+class OutputSpec(_Spec):
+    dir: str = Field(..., min_length=1, description="Directory that receives the adapter, tokenizer and manifest.")
+    adapter_name: str = Field(
+        ...,
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Name of the adapter (a DNS label: lowercase letters, digits and '-').",
+    )
+
+
+class ReportSpec(_Spec):
+    namespace: str = Field(..., min_length=1, description="Namespace of the FineTuneJob whose status gets progress.")
+    name: str = Field(..., min_length=1, description="Name of the FineTuneJob whose status gets progress.")
+    interval_seconds: float = Field(10.0, gt=0, description="Minimum seconds between two status patches.")
+
+
+class TrainerConfig(_Spec):
+    model: ModelSource = Field(..., description="Base model to fine-tune.")
+    dataset: DatasetSource = Field(..., description="Training data.")
+    method: Literal["sft", "dpo"] = Field("sft", description="sft = supervised fine-tuning, dpo = preference optimisation.")
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA adapter shape and kernel.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation hyper-parameters.")
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpointing and resume.")
+    output: OutputSpec = Field(..., description="Where the adapter goes.")
+    report: ReportSpec | None = Field(None, description="FineTuneJob to report progress to (in-cluster only).")
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> TrainerConfig:
+        if self.lora.experts and self.lora.dropout > 0:
+            raise ValueError("lora.dropout: must be 0 when lora.experts is true (PEFT has no dropout on expert weights)")
+        if self.method == "dpo" and self.dataset.format != "preference":
+            raise ValueError("dataset.format: method dpo needs the preference format")
+        if self.method == "sft" and self.dataset.format == "preference":
+            raise ValueError("dataset.format: the preference format needs method dpo")
+        return self
+
+
+def load_config(path: str | Path) -> TrainerConfig:
+    """Read a YAML or JSON file into a validated TrainerConfig (pydantic's ValidationError on bad fields)."""
+    text = Path(path).read_text()
+    if str(path).endswith(".json"):
+        data = json.loads(text)
+    else:
+        import yaml  # JSON is YAML too, so this also reads extension-less JSON
+
+        data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return TrainerConfig.model_validate(data)

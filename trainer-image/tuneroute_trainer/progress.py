@@ -1,0 +1,90 @@
+"""Training progress: one log line per logged step and throttled patches of the FineTuneJob's status."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+
+from .config import ReportSpec
+
+log = logging.getLogger("tuneroute_trainer")
+
+GROUP, VERSION, PLURAL = "tuneroute.io", "v1alpha1", "finetunejobs"
+
+
+def progress_snapshot(step: int, total: int, loss: float | None, tokens: int, elapsed: float, epoch: float | None,
+                      start_step: int = 0, start_tokens: int = 0) -> dict:
+    """Pure: the status.progress object (camelCase) from counters; rates use this process's share only."""
+    done = max(step - start_step, 0)
+    rate = done / elapsed if elapsed > 0 else 0.0
+    tps = (tokens - start_tokens) / elapsed if elapsed > 0 else 0.0
+    snap = {
+        "step": step,
+        "totalSteps": total,
+        "percent": round(100.0 * step / total, 2) if total else 0.0,
+        "loss": None if loss is None else round(float(loss), 6),
+        "tokensPerSecond": round(tps, 1),
+        "etaSeconds": round((total - step) / rate, 1) if rate > 0 else None,
+        "epoch": None if epoch is None else round(float(epoch), 4),
+        "updatedAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return {k: v for k, v in snap.items() if v is not None}
+
+
+class StatusReporter:
+    """Merge-patches status.progress of one FineTuneJob; throttled, and failures are logged, never raised."""
+
+    def __init__(self, spec: ReportSpec, api=None, clock=time.monotonic):
+        self.spec, self._api, self._clock = spec, api, clock
+        self._last = None
+
+    def _client(self):
+        if self._api is None:
+            from kubernetes import client, config
+
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:  # outside a pod (local runs, the demo): the kubeconfig
+                config.load_kube_config()
+            self._api = client.CustomObjectsApi()
+        return self._api
+
+    def report(self, progress: dict, force: bool = False) -> bool:
+        now = self._clock()
+        if not force and self._last is not None and now - self._last < self.spec.interval_seconds:
+            return False
+        self._last = now
+        try:
+            self._client().patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.spec.namespace, PLURAL, self.spec.name,
+                {"status": {"progress": progress}},
+                _content_type="application/merge-patch+json",
+            )
+            return True
+        except Exception as e:  # the job must not die because the API server hiccups
+            log.warning("status patch of %s/%s failed: %s", self.spec.namespace, self.spec.name, e)
+            return False
+
+
+def make_callback(reporter: StatusReporter | None):
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0, self.step0, self.tok0 = time.monotonic(), state.global_step, state.num_input_tokens_seen
+            self.last = None
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            loss = logs.get("loss", logs.get("train_loss"))
+            snap = progress_snapshot(state.global_step, state.max_steps, loss, state.num_input_tokens_seen,
+                                     time.monotonic() - self.t0, state.epoch, self.step0, self.tok0)
+            self.last = snap
+            print(json.dumps({"event": "progress", **snap}), file=sys.stdout, flush=True)
+            if reporter is not None:
+                reporter.report(snap, force=state.global_step >= state.max_steps)
+
+    return ProgressCallback()

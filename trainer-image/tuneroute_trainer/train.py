@@ -1,0 +1,212 @@
+"""Run one fine-tuning job end to end: data, model, trl trainer, checkpoints, adapter, manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .config import TrainerConfig
+from .errors import InputError, Preempted
+from .progress import StatusReporter, make_callback
+
+MANIFEST = "tuneroute-manifest.json"
+CHECKPOINTS = "checkpoints"
+STAGING = ".staging"
+
+
+def prepare_output(out: Path) -> None:
+    """Create the output dir, prove it is writable, and drop a stale manifest: the adapter is not done yet."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise InputError("output.dir", f"{out} is not writable: {e.strerror or e}") from e
+    (out / MANIFEST).unlink(missing_ok=True)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def publish(model, tokenizer, out: Path, manifest: dict) -> None:
+    """Save adapter + tokenizer to a staging dir, move them in, then write the manifest last."""
+    staging = out / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    for f in staging.iterdir():
+        target = out / f.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(f, target)
+    staging.rmdir()
+    _write_json_atomic(out / MANIFEST, manifest)
+
+
+def _sigterm_callback():
+    from transformers import TrainerCallback
+
+    class SigtermCallback(TrainerCallback):
+        """On SIGTERM: finish the current step, save a checkpoint, stop (the caller exits 143)."""
+
+        def __init__(self):
+            self.fired = False
+            signal.signal(signal.SIGTERM, self._on_signal)
+
+        def _on_signal(self, signum, frame):
+            self.fired = True
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.fired:
+                control.should_save = True
+                control.should_training_stop = True
+
+    return SigtermCallback()
+
+
+def _trainer_args(cfg: TrainerConfig, ckpt_dir: Path):
+    import torch
+
+    t = cfg.training
+    cuda = torch.cuda.is_available()
+    common = dict(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=cuda and t.precision == "bf16",
+        fp16=cuda and t.precision == "fp16",
+        use_cpu=not cuda,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg.checkpoint.every_steps,
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        max_length=t.sequence_length,
+    )
+    if cfg.method == "dpo":
+        from trl import DPOConfig
+
+        return DPOConfig(**common)
+    from trl import SFTConfig
+
+    return SFTConfig(**common, packing=False)
+
+
+def already_done(cfg: TrainerConfig, out: Path) -> dict | None:
+    """The manifest of a finished run of this same config, if there is one.
+
+    A pod retried after it published (killed before it could exit, say) must not train
+    again: resuming from the final checkpoint would run past maxSteps.
+    """
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    lora = {k: v for k, v in (manifest.get("lora") or {}).items() if k != "expertsImplementation"}
+    same = (
+        manifest.get("baseModel") == {"id": cfg.model.id, "path": cfg.model.path, "revision": cfg.model.revision}
+        and manifest.get("dataset") == cfg.dataset.model_dump(by_alias=True)
+        and manifest.get("method") == cfg.method
+        and lora == cfg.lora.model_dump(by_alias=True)
+        and manifest.get("training") == cfg.training.model_dump(by_alias=True)
+    )
+    return manifest if same else None
+
+
+def run(cfg: TrainerConfig) -> dict:
+    """Train; returns the manifest. Raises InputError for bad input, Preempted on SIGTERM."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .data import load_rows
+    from .modeling import apply_lora, device, hf_token, load_base_model, load_model_config, load_tokenizer
+
+    out = Path(cfg.output.dir)
+    if (done := already_done(cfg, out)) is not None:
+        return done
+    prepare_output(out)
+    ckpt_dir = out / CHECKPOINTS
+    model_config = load_model_config(cfg.model)
+    dataset = load_rows(cfg.dataset, token=hf_token())
+    tokenizer = load_tokenizer(cfg.model)
+    if cfg.dataset.format == "chat" and not tokenizer.chat_template:
+        raise InputError("dataset.format", "format 'chat' needs a tokenizer with a chat template")
+    model = load_base_model(cfg.model, model_config, cfg.training)
+    model, kernel = apply_lora(model, cfg.lora)
+
+    args = _trainer_args(cfg, ckpt_dir)
+    sigterm = _sigterm_callback()
+    reporter = StatusReporter(cfg.report) if cfg.report else None
+    callbacks = [sigterm, make_callback(reporter)]
+    if cfg.method == "dpo":
+        from trl import DPOTrainer
+
+        trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             callbacks=callbacks)
+    else:
+        from trl import SFTTrainer
+
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             callbacks=callbacks)
+
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # our progress line replaces its dict dump
+    resume = get_last_checkpoint(str(ckpt_dir)) if cfg.checkpoint.resume and ckpt_dir.is_dir() else None
+    t0 = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=resume)
+    state = trainer.state
+    if sigterm.fired:
+        raise Preempted(f"preempted: checkpoint saved at step {state.global_step}")
+
+    elapsed = time.monotonic() - t0
+    losses = [h["loss"] for h in state.log_history if "loss" in h]
+    manifest = _manifest(cfg, kernel, resume, state, result, losses, elapsed, str(device()))
+    publish(trainer.model, tokenizer, out, manifest)
+    return manifest
+
+
+def _manifest(cfg, kernel, resume, state, result, losses, elapsed, dev) -> dict:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return {
+        "adapterName": cfg.output.adapter_name,
+        "baseModel": {"id": cfg.model.id, "path": cfg.model.path, "revision": cfg.model.revision},
+        "dataset": cfg.dataset.model_dump(by_alias=True),
+        "method": cfg.method,
+        "lora": {**cfg.lora.model_dump(by_alias=True), "expertsImplementation": kernel},
+        "training": cfg.training.model_dump(by_alias=True),
+        "resumedFrom": resume,
+        "metrics": {
+            "steps": state.global_step,
+            "epoch": state.epoch,
+            "trainLoss": result.training_loss,
+            "firstLoss": losses[0] if losses else None,
+            "finalLoss": losses[-1] if losses else None,
+            "tokens": state.num_input_tokens_seen,
+            "runtimeSeconds": round(elapsed, 3),
+            "device": dev,
+        },
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "peft": peft.__version__, "trl": trl.__version__},
+        "completedAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }

@@ -98,6 +98,8 @@ def finetunejob_status(kube: Kube, namespace: str, name: str, emit: Emit) -> Non
         body = kube.get(API_VERSION, "FineTuneJob", namespace, name)
         if body is not None and body["metadata"].get("deletionTimestamp") is None:
             _finetunejob_status(kube, body, emit)
+    if body is None:
+        _locks.pop(("FineTuneJob", namespace, name), None)  # gone: forget its lock
 
 
 def _finetunejob_status(kube: Kube, body: dict[str, Any], emit: Emit) -> None:
@@ -146,6 +148,8 @@ def modelroute(kube: Kube, settings: Settings, namespace: str, name: str, emit: 
         body = kube.get(API_VERSION, "ModelRoute", namespace, name)
         if body is not None and body["metadata"].get("deletionTimestamp") is None:
             _modelroute(kube, settings, body, emit)
+    if body is None:
+        _locks.pop(("ModelRoute", namespace, name), None)
 
 
 def _modelroute(kube: Kube, settings: Settings, body: dict[str, Any], emit: Emit) -> None:

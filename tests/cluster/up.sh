@@ -18,6 +18,7 @@ dir="${1:-${TUNEROUTE_CLUSTER_DIR:-/tmp/tuneroute-cluster}}"
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 log() { echo "up.sh: $*" >&2; }
+command -v openssl >/dev/null || { log "installing openssl (certificates)"; apt-get update -qq && apt-get install -y -qq openssl >&2; }
 
 bin="$("$here/build.sh")"
 export PATH="$bin:$PATH"

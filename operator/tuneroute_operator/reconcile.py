@@ -172,14 +172,13 @@ def _modelroute(kube: Kube, settings: Settings, body: dict[str, Any], emit: Emit
     if config_hash:
         deployment = kube.apply(route_build.deployment(owner, spec, settings, config_hash))
         kube.apply(route_build.service(owner))
-    modelroute_status(kube, body, resolved, deployment, config_hash, emit)
+    _modelroute_status(kube, body, spec.router.replicas, resolved, deployment, config_hash, emit)
 
 
-def modelroute_status(kube: Kube, body: dict, resolved: list, deployment: dict | None, config_hash: str | None, emit: Emit) -> None:
+def _modelroute_status(kube: Kube, body: dict, replicas: int, resolved: list, deployment: dict | None, config_hash: str | None, emit: Emit) -> None:
     meta, old = body["metadata"], body.get("status") or {}
-    spec = ModelRouteSpec.model_validate(body["spec"])
     owner = Owner.of(body)
-    wanted = route_status.conditions(resolved, deployment, spec.router.replicas)
+    wanted = route_status.conditions(resolved, deployment, replicas)
     conditions = cond.merge(old.get("conditions"), wanted, now(), meta.get("generation", 1))
     ready_n = sum(r.model is not None for r in resolved)
     status = {

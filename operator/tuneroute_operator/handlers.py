@@ -30,8 +30,8 @@ def _run(kind: str, fn, *args: Any) -> None:
             # Reported once in status and an Event; retrying cannot fix a spec.
             raise kopf.PermanentError(f"invalid spec: {e}") from None
         except DynamicApiError as e:
-            if e.status == 403 and "being terminated" in str(e.body):
-                return  # the namespace is going away, and its objects with it
+            if e.status == 404 or (e.status == 403 and "being terminated" in str(e.body)):
+                return  # deleted mid-reconcile, or its namespace is going away: nothing left to do
             if e.status in RETRYABLE:
                 raise kopf.TemporaryError(f"API error {e.status}: {e.reason}", delay=5) from None
             raise

@@ -24,7 +24,7 @@ from .api.modelroute import ModelRouteSpec, ModelRouteStatus
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = [REPO / "crds", REPO / "charts" / "tuneroute" / "crds"]
-DROP = {"title", "additionalProperties", "$defs", "examples"}
+DROP = {"title", "$defs", "examples"}
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
@@ -46,8 +46,8 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
             return _inline({**inner, **rest}, defs)
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in DROP and not (key == "additionalProperties" and isinstance(value, dict)):
-            continue
+        if key in DROP or (key == "additionalProperties" and not isinstance(value, dict)):
+            continue  # `additionalProperties: false` (extra="forbid") is not structural; maps keep theirs
         if key == "const":
             out["enum"] = [value]
         elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):

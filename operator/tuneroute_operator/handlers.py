@@ -94,7 +94,3 @@ def modelroute(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 def router_deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, body.metadata.namespace, body.metadata.labels[f"{GROUP}/modelroute"], _emit)
 
-
-@kopf.on.probe(id="kube")
-def kube_reachable(memo: kopf.Memo, **_: Any) -> bool:
-    return memo.kube is not None

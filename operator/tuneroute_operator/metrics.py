@@ -10,7 +10,6 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 RECONCILES = Counter("tuneroute_reconciles_total", "Reconciles run, by kind and result.", ["kind", "result"])
 DURATION = Histogram("tuneroute_reconcile_duration_seconds", "Time spent in one reconcile.", ["kind"])
-TRANSITIONS = Counter("tuneroute_transitions_total", "Condition transitions, by kind, type and status.", ["kind", "type", "status"])
 
 
 @contextmanager

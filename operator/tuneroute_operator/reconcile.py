@@ -154,7 +154,7 @@ def modelroute(kube: Kube, settings: Settings, namespace: str, name: str, emit: 
 
 def _modelroute(kube: Kube, settings: Settings, body: dict[str, Any], emit: Emit) -> None:
     owner = Owner.of(body)
-    meta, old = body["metadata"], body.get("status") or {}
+    old = body.get("status") or {}
     try:
         spec = ModelRouteSpec.model_validate(body["spec"])
         resolved = route_build.resolve(owner, spec, _referenced_finetunejobs(kube, owner.namespace, spec))

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 
 import pytest
-from control_plane import ControlPlane, wait_until
+from control_plane import ControlPlane
 from operator_process import REPO, OperatorProcess, service_account_kubeconfig
 
 pytestmark = pytest.mark.cluster
@@ -65,6 +65,3 @@ def storage(control_plane: ControlPlane, namespace: str):
     for pv in made:
         control_plane.kubectl("delete", "pv", pv, "--wait=false", check=False)
 
-
-def wait_for(cp: ControlPlane, what: str, predicate, timeout: float = 60):
-    return wait_until(predicate, timeout, what)

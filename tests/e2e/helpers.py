@@ -58,6 +58,11 @@ def running_pod(cp: ControlPlane, namespace: str, job: str, exclude: tuple[str, 
     return wait_until(find, 60, f"a Running pod of Job {job}")
 
 
+def wait_children_gone(cp: ControlPlane, namespace: str, kinds: str, selector: str) -> None:
+    """Wait for the garbage collector to delete the children labelled `selector`."""
+    wait_until(lambda: not cp.get(kinds, "-n", namespace, "-l", selector)["items"], 60, f"garbage collection of {selector}")
+
+
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
 

@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 from control_plane import wait_until
-from helpers import REPO, apply, condition, events, get, running_pod, small_finetunejob, wait_phase
+from helpers import REPO, apply, condition, events, get, running_pod, small_finetunejob, wait_children_gone, wait_phase
 from tuneroute_trainer.config import TrainerConfig
 
 pytestmark = pytest.mark.cluster
@@ -125,13 +125,7 @@ def test_deleting_the_finetunejob_deletes_its_children(control_plane, operator, 
     apply(cp, namespace, small_finetunejob("doomed"))
     wait_until(lambda: get(cp, namespace, "job", "doomed"), 60, "the Job")
     cp.kubectl("-n", namespace, "delete", "ftj", "doomed")
-    selector = "tuneroute.io/finetunejob=doomed"
-
-    def gone():
-        left = cp.get("jobs,configmaps,serviceaccounts,roles,rolebindings", "-n", namespace, "-l", selector)["items"]
-        return not left
-
-    wait_until(gone, 60, "the garbage collector to delete the children")
+    wait_children_gone(cp, namespace, "jobs,configmaps,serviceaccounts,roles,rolebindings", "tuneroute.io/finetunejob=doomed")
 
 
 def test_trainer_service_account_may_patch_only_its_own_status(control_plane, operator, namespace):

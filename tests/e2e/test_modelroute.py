@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 from control_plane import wait_until
-from helpers import REPO, apply, condition, events, example, get, running_pod, small_finetunejob
+from helpers import REPO, apply, condition, events, example, get, running_pod, small_finetunejob, wait_children_gone
 from tuneroute_router.config import parse_config
 
 pytestmark = pytest.mark.cluster
@@ -127,5 +127,4 @@ def test_deleting_the_route_deletes_router_objects(control_plane, operator, name
     apply(cp, namespace, example("20-modelroute"))
     wait_until(lambda: get(cp, namespace, "service", "assistant-router"), 60, "the router Service")
     cp.kubectl("-n", namespace, "delete", "mroute", "assistant")
-    sel = "tuneroute.io/modelroute=assistant"
-    wait_until(lambda: not cp.get("deployments,services,configmaps", "-n", namespace, "-l", sel)["items"], 60, "garbage collection")
+    wait_children_gone(cp, namespace, "deployments,services,configmaps", "tuneroute.io/modelroute=assistant")

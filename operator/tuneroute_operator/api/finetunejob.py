@@ -72,9 +72,6 @@ class SecretsSpec(ApiModel):
     storage: SecretRef | None = Field(None, description="Secret whose keys become environment variables (object-store credentials).")
 
 
-IMMUTABLE_MESSAGE = "is immutable once the FineTuneJob is created (only suspend may change); create a new FineTuneJob"
-
-
 class FineTuneJobSpec(ApiModel):
     base_model: BaseModelSpec = Field(description="The model to fine-tune.")
     dataset: DatasetSpec = Field(description="The training data.")
@@ -126,10 +123,3 @@ class FineTuneJobStatus(ApiModel):
     message: str | None = Field(None, description="Last noteworthy message, e.g. the trainer's error.")
     progress: Progress | None = Field(None, description="Training progress reported by the trainer.")
     adapter: AdapterLocation | None = Field(None, description="Where the finished adapter is.")
-
-
-class FineTuneJob(ApiModel):
-    """The full resource, as the operator reads it."""
-
-    spec: FineTuneJobSpec
-    status: FineTuneJobStatus = Field(default_factory=FineTuneJobStatus)

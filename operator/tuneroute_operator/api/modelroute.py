@@ -7,9 +7,9 @@ Pricing, capabilities, policy and dispatch settings are the router's own config 
 from __future__ import annotations
 
 from pydantic import Field
-from tuneroute_router.config import Capabilities, Dispatch, Policy, PoolModel, Pricing, RouterConfig
+from tuneroute_router.config import Capabilities, Dispatch, Policy, PoolModel, Pricing
 
-from .common import DNS_LABEL, DNS_SUBDOMAIN, QUANTITY, ApiModel, Condition, SecretRef
+from .common import DNS_LABEL, QUANTITY, ApiModel, Condition, SecretRef
 
 # The pool entry name pattern is the router's own.
 POOL_NAME_PATTERN = next(m.pattern for m in PoolModel.model_fields["name"].metadata if getattr(m, "pattern", None))
@@ -117,11 +117,3 @@ class ModelRouteStatus(ApiModel):
     backend_status: list[BackendStatus] = Field(default_factory=list, max_length=32, description="Per pool entry: ready and why.")
     endpoint: str | None = Field(None, description="Base URL for OpenAI clients inside the cluster.")
     config_hash: str | None = Field(None, description="Hash of the router config in effect.")
-
-
-class ModelRoute(ApiModel):
-    spec: ModelRouteSpec
-    status: ModelRouteStatus = Field(default_factory=ModelRouteStatus)
-
-
-__all__ = ["ModelRoute", "ModelRouteSpec", "ModelRouteStatus", "PoolEntry", "RouterConfig"]

@@ -21,12 +21,11 @@ class Owner:
     name: str
     namespace: str
     uid: str
-    generation: int = 1
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> "Owner":
         meta = body["metadata"]
-        return cls(body["kind"], meta["name"], meta["namespace"], meta["uid"], meta.get("generation", 1))
+        return cls(body["kind"], meta["name"], meta["namespace"], meta["uid"])
 
     def reference(self) -> dict[str, Any]:
         # controller + blockOwnerDeletion: the garbage collector deletes children with the CR.

@@ -2,7 +2,7 @@
 
     python bench/router_classifier.py [--repeat 20]
 
-Both classifiers see the same held-out test split (router-image/training/dataset.py). A
+Both classifiers see the same held-out test split (router-image/tuneroute_router_training/dataset.py). A
 prompt is "hard" when it needs the stronger tier. Ours: the shipped head with the default
 balanced policy on a two-tier pool (cut and uncertainty margin from the config defaults).
 LiteLLM: ComplexityRouter's default rule-based scorer (offline, no LLM call); SIMPLE and
@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "router-image"), str(REPO / "router-image" / "training")]
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network for the cost map
 
 
@@ -47,20 +43,24 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})  # one core
 
-    import dataset
     from tuneroute_router import policy
     from tuneroute_router.classifier import Classifier
     from tuneroute_router.config import parse_config
     from tuneroute_router.features import view_chat
+    from tuneroute_router_training import dataset
 
     _, _, test = dataset.split(dataset.load_all())
     labels = [e.label for e in test]
     bodies = [{"model": "auto", "messages": [{"role": "user", "content": e.text}]} for e in test]
 
-    cfg = parse_config({"pool": [
-        {"name": "cheap", "url": "http://cheap/v1", "tier": 1, "contextWindow": 32768},
-        {"name": "strong", "url": "http://strong/v1", "tier": 2, "contextWindow": 32768},
-    ]})
+    cfg = parse_config(
+        {
+            "pool": [
+                {"name": "cheap", "url": "http://cheap/v1", "tier": 1, "contextWindow": 32768},
+                {"name": "strong", "url": "http://strong/v1", "tier": 2, "contextWindow": 32768},
+            ]
+        }
+    )
     t = time.perf_counter()
     clf = Classifier()
     load_s = time.perf_counter() - t
@@ -69,9 +69,10 @@ def main() -> None:
         v = view_chat(body)
         return policy.decide(cfg, v, body, clf.score(v).p_hard).candidates[0].tier == 2
 
+    from unittest.mock import MagicMock
+
     from litellm.router_strategy.complexity_router.complexity_router import ComplexityRouter
     from litellm.router_strategy.complexity_router.config import ComplexityTier
-    from unittest.mock import MagicMock
 
     lite = ComplexityRouter(model_name="bench", ctx=MagicMock())
     strong_tiers = {ComplexityTier.COMPLEX, ComplexityTier.REASONING}
@@ -87,8 +88,11 @@ def main() -> None:
         return tier in medium_up
 
     rows = {}
-    for name, fn in (("tuneroute", ours), ("litellm complexity_router (COMPLEX+ = strong)", litellm),
-                     ("litellm complexity_router (MEDIUM+ = strong)", litellm_medium_up)):
+    for name, fn in (
+        ("tuneroute", ours),
+        ("litellm complexity_router (COMPLEX+ = strong)", litellm),
+        ("litellm complexity_router (MEDIUM+ = strong)", litellm_medium_up),
+    ):
         preds = [fn(b) for b in bodies]
         lat = []
         for _ in range(a.repeat):
@@ -100,17 +104,25 @@ def main() -> None:
         for src in sorted({e.source.split(":")[0] for e in test}):
             idx = [i for i, e in enumerate(test) if e.source.split(":")[0] == src]
             by_source[src] = sum(preds[i] == bool(labels[i]) for i in idx) / len(idx)
-        rows[name] = {**quality(preds, labels), "p50_ms": pct(lat, 0.5) * 1e3, "p99_ms": pct(lat, 0.99) * 1e3,
-                      "by_source": by_source}
+        rows[name] = {
+            **quality(preds, labels),
+            "p50_ms": pct(lat, 0.5) * 1e3,
+            "p99_ms": pct(lat, 0.99) * 1e3,
+            "by_source": by_source,
+        }
 
     n_hard = sum(labels)
-    print(f"# classifier on the held-out split: {len(test)} prompts ({n_hard} hard, {len(test) - n_hard} easy); "
-          f"one core; latency over {a.repeat} passes (includes the policy decision for tuneroute)\n")
+    print(
+        f"# classifier on the held-out split: {len(test)} prompts ({n_hard} hard, {len(test) - n_hard} easy); "
+        f"one core; latency over {a.repeat} passes (includes the policy decision for tuneroute)\n"
+    )
     print("| classifier | accuracy | hard-prompt recall | easy kept on cheap tier | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|")
     for name, r in rows.items():
-        print(f"| {name} | {r['accuracy']:.3f} | {r['hard_recall']:.3f} | {r['easy_kept_cheap']:.3f} | "
-              f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")
+        print(
+            f"| {name} | {r['accuracy']:.3f} | {r['hard_recall']:.3f} | {r['easy_kept_cheap']:.3f} | "
+            f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} |"
+        )
     print("\naccuracy by source:")
     for name, r in rows.items():
         print(f"- {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["by_source"].items()))

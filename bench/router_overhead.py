@@ -33,16 +33,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-bench-" + "7f3a9c1e5b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a"  # both proxies check it
-REQUEST_BODY = json.dumps({"model": "MODEL", "messages": [{"role": "user", "content": "What is the capital of France?"}],
-                           "max_tokens": 16}).encode()
-CANNED = json.dumps({
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "small",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14},
-}).encode()
+REQUEST_BODY = json.dumps(
+    {"model": "MODEL", "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 16}
+).encode()
+CANNED = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "small",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14},
+    }
+).encode()
 
 
 # ---- a backend that costs almost nothing ---------------------------------------------
+
 
 class _Backend(asyncio.Protocol):
     def connection_made(self, t):
@@ -56,17 +63,22 @@ class _Backend(asyncio.Protocol):
                 return
             head = self.buf[:head_end].lower()
             i = head.find(b"content-length:")
-            n = int(head[i + 15:head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
+            n = int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
             if len(self.buf) < head_end + 4 + n:
                 return
-            self.buf = self.buf[head_end + 4 + n:]
-            self.t.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                         + str(len(CANNED)).encode() + b"\r\n\r\n" + CANNED)
+            self.buf = self.buf[head_end + 4 + n :]
+            self.t.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                + str(len(CANNED)).encode()
+                + b"\r\n\r\n"
+                + CANNED
+            )
 
 
 def serve_backend(port: int) -> None:
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass
@@ -76,6 +88,7 @@ def serve_backend(port: int) -> None:
 
 
 # ---- a load generator that costs little: raw HTTP/1.1 keep-alive ---------------------
+
 
 async def _conn(port: int):
     return await asyncio.open_connection("127.0.0.1", port)
@@ -91,10 +104,10 @@ async def _one(reader, writer, req: bytes, record: bool = False) -> int:
     status = int(head[9:12])
     low = head.lower()
     if record and (j := low.find(_SELF)) >= 0:
-        self_reported.append(float(low[j + len(_SELF):low.find(b"\r\n", j)]))
+        self_reported.append(float(low[j + len(_SELF) : low.find(b"\r\n", j)]))
     i = low.find(b"content-length:")
     if i >= 0:
-        n = int(low[i + 15:low.find(b"\r\n", i)])
+        n = int(low[i + 15 : low.find(b"\r\n", i)])
         await reader.readexactly(n)
     else:  # chunked
         while True:
@@ -107,8 +120,10 @@ async def _one(reader, writer, req: bytes, record: bool = False) -> int:
 
 def _request(port: int, model: str, path: str = "/v1/chat/completions") -> bytes:
     body = REQUEST_BODY.replace(b"MODEL", model.encode())
-    return (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
-            f"authorization: Bearer {KEY}\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {KEY}\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 async def latency(port: int, model: str, n: int, path: str) -> list[float]:
@@ -148,6 +163,7 @@ async def throughput(port: int, model: str, conc: int, seconds: float, path: str
 
 # ---- orchestration ---------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -173,6 +189,7 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     import urllib.request
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -202,7 +219,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="tuneroute-bench-"))
     procs: list[subprocess.Popen] = []
-    env = {**os.environ, "PYTHONPATH": str(REPO / "router-image")}
+    env = dict(os.environ)
     try:
         bport = free_port()
         procs.append(subprocess.Popen(pinned("0", [sys.executable, __file__, "--serve-backend", str(bport)])))
@@ -211,29 +228,89 @@ def main() -> None:
 
         rport = free_port()
         (tmp / "keys").write_text(KEY + "\n")
-        (tmp / "router.yaml").write_text(json.dumps({
-            "auth": {"apiKeysPath": str(tmp / "keys")},
-            "pool": [
-                {"name": "small", "url": burl, "tier": 1, "contextWindow": 8192, "maxConcurrency": 1024},
-                {"name": "large", "url": burl, "tier": 2, "contextWindow": 8192, "maxConcurrency": 1024},
-            ]}))
-        procs.append(subprocess.Popen(pinned("1", [sys.executable, "-m", "tuneroute_router", "--config", str(tmp / "router.yaml"),
-                                                   "--host", "127.0.0.1", "--port", str(rport), "--log-level", "warning"]),
-                                      env=env, stdout=subprocess.DEVNULL))
+        (tmp / "router.yaml").write_text(
+            json.dumps(
+                {
+                    "auth": {"apiKeysPath": str(tmp / "keys")},
+                    "pool": [
+                        {"name": "small", "url": burl, "tier": 1, "contextWindow": 8192, "maxConcurrency": 1024},
+                        {"name": "large", "url": burl, "tier": 2, "contextWindow": 8192, "maxConcurrency": 1024},
+                    ],
+                }
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                pinned(
+                    "1",
+                    [
+                        sys.executable,
+                        "-m",
+                        "tuneroute_router",
+                        "--config",
+                        str(tmp / "router.yaml"),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(rport),
+                        "--log-level",
+                        "warning",
+                    ],
+                ),
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+        )
         wait_ready(f"http://127.0.0.1:{rport}/readyz", procs[-1])
 
-        targets = {"direct": (bport, "small"), "tuneroute (auto)": (rport, "auto"), "tuneroute (by name)": (rport, "small")}
+        targets = {
+            "direct": (bport, "small"),
+            "tuneroute (auto)": (rport, "auto"),
+            "tuneroute (by name)": (rport, "small"),
+        }
 
         lport = free_port()
-        (tmp / "litellm.yaml").write_text(json.dumps({
-            "model_list": [{"model_name": "small", "litellm_params": {"model": "openai/small", "api_base": burl, "api_key": "x"}}],
-            "litellm_settings": {"telemetry": False, "drop_params": True},
-            "general_settings": {"master_key": KEY},
-        }))
-        lenv = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MODE": "PRODUCTION"}
-        lp = subprocess.Popen(pinned("1", [a.litellm_python, "-m", "litellm.proxy.proxy_cli", "--config", str(tmp / "litellm.yaml"),
-                                           "--host", "127.0.0.1", "--port", str(lport), "--num_workers", "1"]),
-                              env=lenv, stdout=open(tmp / "litellm.log", "wb"), stderr=subprocess.STDOUT)
+        (tmp / "litellm.yaml").write_text(
+            json.dumps(
+                {
+                    "model_list": [
+                        {
+                            "model_name": "small",
+                            "litellm_params": {"model": "openai/small", "api_base": burl, "api_key": "x"},
+                        }
+                    ],
+                    "litellm_settings": {"telemetry": False, "drop_params": True},
+                    "general_settings": {"master_key": KEY},
+                }
+            )
+        )
+        lenv = {
+            **os.environ,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_LOG": "ERROR",
+            "LITELLM_MODE": "PRODUCTION",
+        }
+        lp = subprocess.Popen(
+            pinned(
+                "1",
+                [
+                    a.litellm_python,
+                    "-m",
+                    "litellm.proxy.proxy_cli",
+                    "--config",
+                    str(tmp / "litellm.yaml"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(lport),
+                    "--num_workers",
+                    "1",
+                ],
+            ),
+            env=lenv,
+            stdout=open(tmp / "litellm.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
         procs.append(lp)
         try:
             wait_ready(f"http://127.0.0.1:{lport}/health/liveliness", lp, timeout=180)
@@ -252,25 +329,42 @@ def main() -> None:
                 lat = asyncio.run(latency(port, model, a.requests, "/v1/chat/completions"))
                 selfrep[name] += self_reported
                 rps, errs = asyncio.run(throughput(port, model, a.concurrency, a.seconds, "/v1/chat/completions"))
-                rounds[name].append({"p50_ms": pct(lat, 0.5) * 1e3, "p99_ms": pct(lat, 0.99) * 1e3, "rps": rps, "errors": errs})
-        med = lambda xs: statistics.median(xs)  # noqa: E731
-        results = {n: {k: (sum if k == "errors" else med)([r[k] for r in rs]) for k in rs[0]} for n, rs in rounds.items()}
+                rounds[name].append(
+                    {"p50_ms": pct(lat, 0.5) * 1e3, "p99_ms": pct(lat, 0.99) * 1e3, "rps": rps, "errors": errs}
+                )
+        med = lambda xs: statistics.median(xs)
+        results = {
+            n: {k: (sum if k == "errors" else med)([r[k] for r in rs]) for k in rs[0]} for n, rs in rounds.items()
+        }
         for n, xs in selfrep.items():
             if xs:
                 results[n]["self_p50_ms"], results[n]["self_p99_ms"] = pct(xs, 0.5), pct(xs, 0.99)
         base = results["direct"]
-        print(f"# router overhead ({os.cpu_count()} cores, load average {load:.2f} at start; proxy pinned to CPU 1; "
-              f"median of {a.rounds} interleaved rounds, each {a.requests} sequential requests and "
-              f"{a.seconds:.0f}s at concurrency {a.concurrency})\n")
-        print("| target | p50 ms | p99 ms | added p50 ms | added p99 ms | self-reported overhead p50 / p99 ms | req/s @c%d | errors |" % a.concurrency)
+        print(
+            f"# router overhead ({os.cpu_count()} cores, load average {load:.2f} at start; proxy pinned to CPU 1; "
+            f"median of {a.rounds} interleaved rounds, each {a.requests} sequential requests and "
+            f"{a.seconds:.0f}s at concurrency {a.concurrency})\n"
+        )
+        print(
+            "| target | p50 ms | p99 ms | added p50 ms | added p99 ms | self-reported overhead p50 / p99 ms "
+            f"| req/s @c{a.concurrency} | errors |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for name, r in results.items():
-            added = "- | -" if name == "direct" else f"{r['p50_ms'] - base['p50_ms']:.3f} | {r['p99_ms'] - base['p99_ms']:.3f}"
+            added = (
+                "- | -"
+                if name == "direct"
+                else f"{r['p50_ms'] - base['p50_ms']:.3f} | {r['p99_ms'] - base['p99_ms']:.3f}"
+            )
             selfcol = f"{r['self_p50_ms']:.3f} / {r['self_p99_ms']:.3f}" if "self_p50_ms" in r else "-"
-            print(f"| {name} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {added} | {selfcol} | {r['rps']:.0f} | {r['errors']} |")
+            print(
+                f"| {name} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {added} | {selfcol} | {r['rps']:.0f} | {r['errors']} |"
+            )
         if "litellm proxy" in results:
-            print(f"\nthroughput ratio tuneroute(auto)/litellm: "
-                  f"{results['tuneroute (auto)']['rps'] / results['litellm proxy']['rps']:.1f}x")
+            print(
+                f"\nthroughput ratio tuneroute(auto)/litellm: "
+                f"{results['tuneroute (auto)']['rps'] / results['litellm proxy']['rps']:.1f}x"
+            )
         if a.json:
             Path(a.json).write_text(json.dumps(results, indent=2))
     finally:

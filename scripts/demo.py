@@ -15,14 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for sub in ("tests/cluster", "tests/e2e", "tests/trainer"):
-    sys.path.insert(0, str(REPO / sub))
+from tuneroute_testing import REPO
+from tuneroute_testing.control_plane import ControlPlane, wait_until
+from tuneroute_testing.operator_process import OperatorProcess, service_account_kubeconfig
+
 DIR = Path(os.environ.get("TUNEROUTE_DEMO_DIR", "/tmp/tuneroute-demo"))
 NS = "default"
-
-from control_plane import ControlPlane, wait_until  # noqa: E402
-from operator_process import OperatorProcess, service_account_kubeconfig  # noqa: E402
 
 
 def step(title: str) -> None:
@@ -44,7 +42,19 @@ def main() -> None:
     step("helm install the chart (CRDs, RBAC, operator Deployment scaled to 0: the operator runs here)")
     cp.kubectl("create", "namespace", "tuneroute-system", check=False)
     cp.wait_for_default_service_account("tuneroute-system")
-    print(cp.helm("upgrade", "--install", "tuneroute", str(REPO / "charts/tuneroute"), "-n", "tuneroute-system", "--set", "replicas=0", "--wait").stdout)
+    print(
+        cp.helm(
+            "upgrade",
+            "--install",
+            "tuneroute",
+            str(REPO / "charts/tuneroute"),
+            "-n",
+            "tuneroute-system",
+            "--set",
+            "replicas=0",
+            "--wait",
+        ).stdout
+    )
 
     step("Run the operator with the chart's ServiceAccount")
     old = DIR / "operator.pid"
@@ -60,28 +70,62 @@ def main() -> None:
     cp.kubectl("-n", NS, "delete", "-f", str(REPO / "examples"), "--ignore-not-found", "--wait=true", timeout=180)
     cp.kubectl("delete", "pv", "demo-adapters", "--ignore-not-found", "--wait=true")
     shutil.rmtree(DIR / "pv", ignore_errors=True)  # the adapter and checkpoints of an earlier run
-    cp.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "demo-adapters"},
-        "spec": {"capacity": {"storage": "100Gi"}, "accessModes": ["ReadWriteMany"], "hostPath": {"path": str(DIR / "pv")},
-                 "claimRef": {"namespace": NS, "name": "tuneroute-adapters"}},
-    }))
+    cp.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": "demo-adapters"},
+                "spec": {
+                    "capacity": {"storage": "100Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "hostPath": {"path": str(DIR / "pv")},
+                    "claimRef": {"namespace": NS, "name": "tuneroute-adapters"},
+                },
+            }
+        ),
+    )
     print(cp.kubectl("-n", NS, "apply", "-f", str(REPO / "examples")).stdout)
     wait_until(lambda: cp.get("pods", "-n", NS, "-l", "job-name=qwen3-support")["items"], 60, "the trainer pod")
-    wait_until(lambda: (cp.get("ftj", "qwen3-support", "-n", NS).get("status") or {}).get("phase") == "Running", 60, "Running")
+    wait_until(
+        lambda: (cp.get("ftj", "qwen3-support", "-n", NS).get("status") or {}).get("phase") == "Running", 60, "Running"
+    )
     show(cp, "get", "tuneroute", "-n", NS)
-    show(cp, "get", "jobs,pods,deployments,services,configmaps", "-n", NS, "-l", "app.kubernetes.io/managed-by=tuneroute-operator", "-o", "wide")
+    show(
+        cp,
+        "get",
+        "jobs,pods,deployments,services,configmaps",
+        "-n",
+        NS,
+        "-l",
+        "app.kubernetes.io/managed-by=tuneroute-operator",
+        "-o",
+        "wide",
+    )
 
     step("Train: the real trainer on a tiny random Qwen3-MoE (CPU), reporting progress into the FineTuneJob")
-    from trainer_fixtures import save_tiny_model, trainer_config, write_config
+    from tuneroute_testing.trainer_fixtures import save_tiny_model, trainer_config, write_config
 
     model = save_tiny_model("qwen3_moe", DIR / "tiny-qwen3-moe")
-    cfg = trainer_config(model, DIR / "pv" / "adapters" / "qwen3-support", training={"maxSteps": 40},
-                         report={"namespace": NS, "name": "qwen3-support", "intervalSeconds": 1})
+    cfg = trainer_config(
+        model,
+        DIR / "pv" / "adapters" / "qwen3-support",
+        training={"maxSteps": 40},
+        report={"namespace": NS, "name": "qwen3-support", "intervalSeconds": 1},
+    )
     config = write_config(DIR / "trainer.json", cfg)
     env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "TUNEROUTE_TERMINATION_LOG": str(DIR / "termination-log")}
     with open(DIR / "trainer.log", "w") as log:
-        train = subprocess.run([sys.executable, "-m", "tuneroute_trainer", "--config", str(config)], env=env,
-                               cwd=REPO / "trainer-image", stdout=log, stderr=subprocess.STDOUT)
+        train = subprocess.run(
+            [sys.executable, "-m", "tuneroute_trainer", "--config", str(config)],
+            env=env,
+            cwd=REPO / "trainer-image",
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     lines = (DIR / "trainer.log").read_text().splitlines()
     progress = [line for line in lines if '"progress"' in line]
     print("\n".join(progress[:2] + ["..."] + progress[-1:] + lines[-1:]))
@@ -95,7 +139,11 @@ def main() -> None:
     phase = "Succeeded" if train.returncode == 0 else "Failed"
     wait_until(lambda: (cp.get("ftj", "qwen3-support", "-n", NS).get("status") or {}).get("phase") == phase, 60, phase)
     if phase == "Succeeded":
-        wait_until(lambda: (cp.get("mroute", "assistant", "-n", NS).get("status") or {}).get("backends") == "4/4", 60, "the adapter to join the route")
+        wait_until(
+            lambda: (cp.get("mroute", "assistant", "-n", NS).get("status") or {}).get("backends") == "4/4",
+            60,
+            "the adapter to join the route",
+        )
     show(cp, "get", "tuneroute", "-n", NS)
     show(cp, "get", "mroute", "assistant", "-n", NS, "-o", "jsonpath={.status.backendStatus}")
     print()

@@ -7,18 +7,11 @@ scheduler built from Go modules, and kwok nodes with GPUs. It starts once per se
 from __future__ import annotations
 
 import os
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
-sys.path.insert(0, str(TESTS / "cluster"))
-sys.path.insert(0, str(TESTS / "e2e"))
-
-from control_plane import ControlPlane  # noqa: E402
+from tuneroute_testing.control_plane import ControlPlane
 
 
 @pytest.fixture(scope="session")

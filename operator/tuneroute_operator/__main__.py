@@ -22,7 +22,11 @@ def peering_priority(explicit: int | None) -> int:
 def main() -> None:
     s = Settings()
     # kopf's own JSON formatter keeps the object reference (namespace/name) in each line.
-    kopf.configure(log_format=kopf.LogFormat.JSON if s.log_format == "json" else kopf.LogFormat.FULL, log_refkey="k8s", log_prefix=True)
+    kopf.configure(
+        log_format=kopf.LogFormat.JSON if s.log_format == "json" else kopf.LogFormat.FULL,
+        log_refkey="k8s",
+        log_prefix=True,
+    )
     kopf.run(
         standalone=s.peering is None,
         peering_name=s.peering,

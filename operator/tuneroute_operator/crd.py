@@ -107,7 +107,10 @@ def _quantities(node: Any) -> None:
         return
     if node.get("type") == "string" and node.get("pattern") == QUANTITY:
         node.setdefault("x-kubernetes-validations", []).append(
-            {"rule": "isQuantity(self) && !quantity(self).isLessThan(quantity('0'))", "message": "must be a non-negative quantity, e.g. 64Gi or 500m"}
+            {
+                "rule": "isQuantity(self) && !quantity(self).isLessThan(quantity('0'))",
+                "message": "must be a non-negative quantity, e.g. 64Gi or 500m",
+            }
         )
     for child in (node.get("properties") or {}).values():
         _quantities(child)
@@ -119,12 +122,23 @@ def _immutable_except(spec: dict[str, Any], mutable: set[str], kind: str) -> Non
         if name in mutable:
             continue
         prop.setdefault("x-kubernetes-validations", []).append(
-            {"rule": "self == oldSelf", "message": f"spec.{name} is immutable once the {kind} is created (only suspend may change); create a new {kind}"}
+            {
+                "rule": "self == oldSelf",
+                "message": f"spec.{name} is immutable once the {kind} is created (only suspend may change); create a new {kind}",
+            }
         )
-    optional = [n for n in spec["properties"] if n not in mutable and n not in spec.get("required", []) and "default" not in spec["properties"][n]]
+    optional = [
+        n
+        for n in spec["properties"]
+        if n not in mutable and n not in spec.get("required", []) and "default" not in spec["properties"][n]
+    ]
     for name in optional:
         spec.setdefault("x-kubernetes-validations", []).append(
-            {"rule": f"has(self.{name}) == has(oldSelf.{name})", "message": f"spec.{name} cannot be added or removed after creation", "fieldPath": f".{name}"}
+            {
+                "rule": f"has(self.{name}) == has(oldSelf.{name})",
+                "message": f"spec.{name} cannot be added or removed after creation",
+                "fieldPath": f".{name}",
+            }
         )
 
 
@@ -182,12 +196,28 @@ def _crd(kind: str, plural: str, short: str, spec: dict, status: dict, columns: 
 
 def finetunejob_crd() -> dict:
     spec = openapi_schema(FineTuneJobSpec)
-    spec["description"] = "FineTuneJob trains a LoRA adapter for a base model (Mixture-of-Experts first) on one dataset, as a batch/v1 Job on GPU nodes."
+    spec["description"] = (
+        "FineTuneJob trains a LoRA adapter for a base model (Mixture-of-Experts first) on one dataset, as a batch/v1 Job on GPU nodes."
+    )
     _immutable_except(spec, {"suspend"}, "FineTuneJob")
     # grpo is accepted by the schema only to refuse it with a message that says why.
     spec["properties"]["method"]["enum"].append("grpo")
-    _add_rules(spec, "method", [{"rule": "self != 'grpo'", "message": "method grpo is reserved for a later release; use sft or dpo"}])
-    _add_rules(spec, "lora", [{"rule": "!has(self.experts) || !self.experts || !has(self.dropout) || self.dropout == 0.0", "message": "dropout must be 0 when experts is true (PEFT has no dropout on expert weights)", "fieldPath": ".dropout"}])
+    _add_rules(
+        spec,
+        "method",
+        [{"rule": "self != 'grpo'", "message": "method grpo is reserved for a later release; use sft or dpo"}],
+    )
+    _add_rules(
+        spec,
+        "lora",
+        [
+            {
+                "rule": "!has(self.experts) || !self.experts || !has(self.dropout) || self.dropout == 0.0",
+                "message": "dropout must be 0 when experts is true (PEFT has no dropout on expert weights)",
+                "fieldPath": ".dropout",
+            }
+        ],
+    )
     spec["x-kubernetes-validations"] = spec.get("x-kubernetes-validations", []) + [
         {
             "rule": "self.method != 'dpo' || self.dataset.format == 'preference'",
@@ -201,11 +231,26 @@ def finetunejob_crd() -> dict:
         },
     ]
     columns = [
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Pending, Running, Succeeded, Failed or Suspended."},
-        {"name": "Model", "type": "string", "jsonPath": ".spec.baseModel.id", "description": "Base model (Hugging Face id)."},
+        {
+            "name": "Phase",
+            "type": "string",
+            "jsonPath": ".status.phase",
+            "description": "Pending, Running, Succeeded, Failed or Suspended.",
+        },
+        {
+            "name": "Model",
+            "type": "string",
+            "jsonPath": ".spec.baseModel.id",
+            "description": "Base model (Hugging Face id).",
+        },
         {"name": "Method", "type": "string", "jsonPath": ".spec.method", "priority": 1},
         {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step", "priority": 1},
-        {"name": "Progress", "type": "string", "jsonPath": ".status.progress.percent", "description": "Percent of steps done."},
+        {
+            "name": "Progress",
+            "type": "string",
+            "jsonPath": ".status.progress.percent",
+            "description": "Percent of steps done.",
+        },
         {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
         {"name": "ETA(s)", "type": "integer", "jsonPath": ".status.progress.etaSeconds", "priority": 1},
         {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "priority": 1},
@@ -216,12 +261,21 @@ def finetunejob_crd() -> dict:
 
 def modelroute_crd() -> dict:
     spec = openapi_schema(ModelRouteSpec)
-    spec["description"] = "ModelRoute serves one OpenAI-compatible endpoint that routes each request to the cheapest capable model in a pool, and says which and why."
+    spec["description"] = (
+        "ModelRoute serves one OpenAI-compatible endpoint that routes each request to the cheapest capable model in a pool, and says which and why."
+    )
     # The router's own cross-field checks (tuneroute_router.config), restated for the API server.
-    _add_rules(spec, "policy.thresholds", [
-        {"rule": "self.all(x, x > 0.0 && x < 1.0)", "message": "thresholds must lie strictly between 0 and 1"},
-        {"rule": "self.isSorted() && self.all(x, self.exists_one(y, y == x))", "message": "thresholds must be strictly ascending"},
-    ])
+    _add_rules(
+        spec,
+        "policy.thresholds",
+        [
+            {"rule": "self.all(x, x > 0.0 && x < 1.0)", "message": "thresholds must lie strictly between 0 and 1"},
+            {
+                "rule": "self.isSorted() && self.all(x, self.exists_one(y, y == x))",
+                "message": "thresholds must be strictly ascending",
+            },
+        ],
+    )
     spec["x-kubernetes-validations"] += [
         {
             "rule": "!has(self.policy) || !has(self.policy.thresholds) || self.policy.thresholds.size() + 1 == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10].filter(t, self.pool.exists(p, p.tier == t)).size()",
@@ -236,7 +290,12 @@ def modelroute_crd() -> dict:
     ]
     columns = [
         {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].status"},
-        {"name": "Backends", "type": "string", "jsonPath": ".status.backends", "description": "Ready/total pool entries."},
+        {
+            "name": "Backends",
+            "type": "string",
+            "jsonPath": ".status.backends",
+            "description": "Ready/total pool entries.",
+        },
         {"name": "Mode", "type": "string", "jsonPath": ".spec.policy.mode", "priority": 1},
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

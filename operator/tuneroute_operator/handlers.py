@@ -43,7 +43,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.kube = Kube.from_environment()
     # Keep kopf's bookkeeping in annotations: our status schema is strict and would prune it.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
     settings.posting.level = logging.WARNING  # our own Events come from _emit; kopf's only on trouble
     settings.execution.max_workers = 8
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
@@ -62,7 +64,14 @@ def finetunejob(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("batch", "v1", "jobs", labels={**CHILD, f"{GROUP}/finetunejob": kopf.PRESENT})
 def training_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _run("FineTuneJob", reconcile.finetunejob_status, memo.kube, body.metadata.namespace, body.metadata.labels[f"{GROUP}/finetunejob"], _emit)
+    _run(
+        "FineTuneJob",
+        reconcile.finetunejob_status,
+        memo.kube,
+        body.metadata.namespace,
+        body.metadata.labels[f"{GROUP}/finetunejob"],
+        _emit,
+    )
 
 
 @kopf.on.event("", "v1", "pods", labels={**CHILD, f"{GROUP}/finetunejob": kopf.PRESENT})
@@ -77,7 +86,15 @@ def finetunejob_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_:
     if type == "DELETED":
         return
     for route in reconcile.routes_waiting_on(memo.kube, dict(body)):
-        _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, body.metadata.namespace, route["metadata"]["name"], _emit)
+        _run(
+            "ModelRoute",
+            reconcile.modelroute,
+            memo.kube,
+            memo.settings,
+            body.metadata.namespace,
+            route["metadata"]["name"],
+            _emit,
+        )
 
 
 # ModelRoute
@@ -87,10 +104,19 @@ def finetunejob_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_:
 @kopf.on.create(GROUP, VERSION, "modelroutes")
 @kopf.on.update(GROUP, VERSION, "modelroutes", field="spec")
 def modelroute(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, body.metadata.namespace, body.metadata.name, _emit)
+    _run(
+        "ModelRoute", reconcile.modelroute, memo.kube, memo.settings, body.metadata.namespace, body.metadata.name, _emit
+    )
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={**CHILD, f"{GROUP}/modelroute": kopf.PRESENT})
 def router_deployment_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, body.metadata.namespace, body.metadata.labels[f"{GROUP}/modelroute"], _emit)
-
+    _run(
+        "ModelRoute",
+        reconcile.modelroute,
+        memo.kube,
+        memo.settings,
+        body.metadata.namespace,
+        body.metadata.labels[f"{GROUP}/modelroute"],
+        _emit,
+    )

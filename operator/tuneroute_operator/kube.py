@@ -21,7 +21,7 @@ class Kube:
         self.dyn = DynamicClient(api_client)
 
     @classmethod
-    def from_environment(cls) -> "Kube":
+    def from_environment(cls) -> Kube:
         """In-cluster credentials when in a pod, else the kubeconfig (KUBECONFIG)."""
         try:
             config.load_incluster_config()
@@ -35,7 +35,13 @@ class Kube:
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         res = self._res(obj["apiVersion"], obj["kind"])
-        out = res.server_side_apply(body=obj, name=meta["name"], namespace=meta.get("namespace"), field_manager=FIELD_MANAGER, force_conflicts=True)
+        out = res.server_side_apply(
+            body=obj,
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
         return out.to_dict()
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -44,7 +50,9 @@ class Kube:
         except NotFoundError:
             return None
 
-    def list(self, api_version: str, kind: str, namespace: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
         out = self._res(api_version, kind).get(namespace=namespace, label_selector=label_selector)
         return out.to_dict().get("items") or []
 

@@ -9,7 +9,8 @@ import datetime as dt
 import logging
 import threading
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -45,7 +46,7 @@ class InvalidSpec(Exception):
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def describe(err: ValidationError) -> str:
@@ -126,7 +127,12 @@ def _finetunejob_status(kube: Kube, body: dict[str, Any], emit: Emit) -> None:
         spec = FineTuneJobSpec.model_validate(body["spec"])
         owner = Owner.of(body)
         path = ftj_build.output_path(owner, spec)
-        status["adapter"] = {"name": ftj_build.adapter_name(owner, spec), "pvc": spec.output.pvc, "path": path, "uri": f"pvc://{spec.output.pvc}/{path}"}
+        status["adapter"] = {
+            "name": ftj_build.adapter_name(owner, spec),
+            "pvc": spec.output.pvc,
+            "path": path,
+            "uri": f"pvc://{spec.output.pvc}/{path}",
+        }
     status = {k: v for k, v in status.items() if v is not None}
     if all(old.get(k) == v for k, v in status.items()):
         return  # nothing changed: no write, so no event storm from our own patches
@@ -175,7 +181,9 @@ def _modelroute(kube: Kube, settings: Settings, body: dict[str, Any], emit: Emit
     _modelroute_status(kube, body, spec.router.replicas, resolved, deployment, config_hash, emit)
 
 
-def _modelroute_status(kube: Kube, body: dict, replicas: int, resolved: list, deployment: dict | None, config_hash: str | None, emit: Emit) -> None:
+def _modelroute_status(
+    kube: Kube, body: dict, replicas: int, resolved: list, deployment: dict | None, config_hash: str | None, emit: Emit
+) -> None:
     meta, old = body["metadata"], body.get("status") or {}
     owner = Owner.of(body)
     wanted = route_status.conditions(resolved, deployment, replicas)

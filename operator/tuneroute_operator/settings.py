@@ -11,7 +11,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TUNEROUTE_", extra="ignore")
 
-    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Namespaces to watch; empty watches the whole cluster.")
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Namespaces to watch; empty watches the whole cluster."
+    )
     trainer_image: str = Field("ghcr.io/tuneroute/trainer:0.1.0", description="Default trainer image.")
     router_image: str = Field("ghcr.io/tuneroute/router:0.1.0", description="Default router image.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -19,7 +21,10 @@ class Settings(BaseSettings):
     health_port: int = Field(8080, description="Liveness endpoint port (/healthz).")
     metrics_port: int = Field(9090, description="Prometheus metrics port (0 disables).")
     peering: str | None = Field(None, description="kopf peering name; unset runs standalone.")
-    priority: int | None = Field(None, description="kopf peering priority of this replica; default: derived from the pod name, so replicas differ.")
+    priority: int | None = Field(
+        None,
+        description="kopf peering priority of this replica; default: derived from the pod name, so replicas differ.",
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     # one line per record, the decision lines are JSON themselves
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stdout)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stdout
+    )
     logging.getLogger("tuneroute.decision").handlers[:] = []
     dh = logging.StreamHandler(sys.stdout)
     dh.setFormatter(logging.Formatter("%(message)s"))
@@ -36,8 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, KeysError) as e:
         print(f"tuneroute-router: {e}", file=sys.stderr)
         return 2
-    uvicorn.run(router.app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                http="httptools" if _has("httptools") else "h11", loop="uvloop" if _has("uvloop") else "asyncio")
+    uvicorn.run(
+        router.app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        http="httptools" if _has("httptools") else "h11",
+        loop="uvloop" if _has("uvloop") else "asyncio",
+    )
     return 0
 
 

@@ -38,7 +38,8 @@ def keys_signature(path: str | None) -> tuple:
         if p.is_dir():
             return tuple(
                 (f.name, st.st_size, st.st_mtime_ns)
-                for f in sorted(p.iterdir()) if not f.name.startswith(".")
+                for f in sorted(p.iterdir())
+                if not f.name.startswith(".")
                 for st in [os.stat(f)]
             )
         st = os.stat(p)

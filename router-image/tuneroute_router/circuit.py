@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass
@@ -76,7 +76,7 @@ class Gate:
             return True
         try:
             await asyncio.wait_for(self._sem.acquire(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 

@@ -28,7 +28,7 @@ def _wordllama_dir() -> Path:
     spec = importlib.util.find_spec("wordllama")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the wordllama package is not installed")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 class Embedder:
@@ -70,14 +70,18 @@ class Head:
     meta: dict
 
     @classmethod
-    def load(cls, path: Path = HEAD_PATH) -> "Head":
+    def load(cls, path: Path = HEAD_PATH) -> Head:
         d = json.loads(Path(path).read_text())
         if tuple(d["feature_names"]) != FEATURE_NAMES:
             raise RuntimeError(f"{path}: trained for other features; retrain the head")
         return cls(
-            w=np.asarray(d["w"], dtype=np.float32), b=float(d["b"]),
-            mu=np.asarray(d["mu"], dtype=np.float32), sigma=np.asarray(d["sigma"], dtype=np.float32),
-            platt_a=float(d["platt_a"]), platt_b=float(d["platt_b"]), meta=d.get("meta", {}),
+            w=np.asarray(d["w"], dtype=np.float32),
+            b=float(d["b"]),
+            mu=np.asarray(d["mu"], dtype=np.float32),
+            sigma=np.asarray(d["sigma"], dtype=np.float32),
+            platt_a=float(d["platt_a"]),
+            platt_b=float(d["platt_b"]),
+            meta=d.get("meta", {}),
         )
 
     def logit(self, x: np.ndarray) -> float:

@@ -8,6 +8,7 @@ description. Keep this module light: no heavy imports.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Literal
 
@@ -20,8 +21,8 @@ __all__ = [
     "Capabilities",
     "ConfigError",
     "Dispatch",
-    "PoolModel",
     "Policy",
+    "PoolModel",
     "Pricing",
     "RouterConfig",
     "Server",
@@ -61,36 +62,45 @@ class Capabilities(_Model):
 
 class AdapterRef(_Model):
     name: str = Field(
-        ..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._/-]+$",
+        ...,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._/-]+$",
         description="LoRA adapter name registered on the vLLM backend (lora_name).",
     )
     path: str = Field(
-        ..., min_length=1, max_length=1024,
+        ...,
+        min_length=1,
+        max_length=1024,
         description="Adapter path on the backend's filesystem (lora_path).",
     )
 
 
 class PoolModel(_Model):
     name: str = Field(
-        ..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/-]+$",
+        ...,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:/-]+$",
         description="Name listed by /v1/models; a client sending it bypasses routing.",
     )
     url: str = Field(
-        ..., min_length=1, max_length=2048, pattern=r"^https?://\S+$",
+        ...,
+        min_length=1,
+        max_length=2048,
+        pattern=r"^https?://\S+$",
         description="Backend base URL including /v1, e.g. http://vllm-small.ns.svc:8000/v1.",
     )
     model: str | None = Field(
-        None, min_length=1, max_length=256,
+        None,
+        min_length=1,
+        max_length=256,
         description="Model name sent to the backend (a LoRA adapter name for vLLM); defaults to name.",
     )
     tier: int = Field(..., ge=1, le=10, description="Capability tier, 1 = cheapest/weakest.")
     pricing: Pricing = Field(default_factory=Pricing, description="Token prices, for cost metrics.")
-    context_window: int = Field(
-        ..., ge=1, description="Maximum prompt plus completion tokens the model accepts."
-    )
-    capabilities: Capabilities = Field(
-        default_factory=Capabilities, description="Hard capabilities (tools, vision)."
-    )
+    context_window: int = Field(..., ge=1, description="Maximum prompt plus completion tokens the model accepts.")
+    capabilities: Capabilities = Field(default_factory=Capabilities, description="Hard capabilities (tools, vision).")
     max_concurrency: int = Field(64, ge=1, description="In-flight requests allowed to this backend.")
     timeout_seconds: float = Field(300.0, gt=0, description="Whole-request timeout for this backend.")
     adapter: AdapterRef | None = Field(
@@ -105,42 +115,45 @@ class PoolModel(_Model):
 class TierExamples(_Model):
     tier: int = Field(..., ge=1, le=10, description="Tier these prompts belong to.")
     prompts: list[str] = Field(
-        ..., min_length=1, max_length=50,
+        ...,
+        min_length=1,
+        max_length=50,
         description="Example prompts that should be routed to this tier.",
     )
 
 
 class Policy(_Model):
-    mode: Literal["cost", "balanced", "quality"] = Field(
-        "balanced", description="How eagerly to pick cheaper tiers."
-    )
+    mode: Literal["cost", "balanced", "quality"] = Field("balanced", description="How eagerly to pick cheaper tiers.")
     thresholds: list[float] | None = Field(
-        None, min_length=1, max_length=9,
+        None,
+        min_length=1,
+        max_length=9,
         description="Ascending cut points in (0,1) between distinct tiers; default from mode.",
     )
     uncertainty_margin: float = Field(
-        0.1, ge=0, le=0.5,
+        0.1,
+        ge=0,
+        le=0.5,
         description="Escalate one tier when the score is within this distance of a cut.",
     )
-    default_model: str | None = Field(
-        None, description="Pool model used when nothing else decides."
-    )
+    default_model: str | None = Field(None, description="Pool model used when nothing else decides.")
     fallback_order: list[str] = Field(
         default_factory=list,
         description="Pool names tried in order after the chosen model fails.",
     )
     examples: list[TierExamples] = Field(
-        default_factory=list, max_length=10,
+        default_factory=list,
+        max_length=10,
         description="Example prompts per tier that shift this route's decisions.",
     )
 
     @model_validator(mode="after")
-    def _ascending(self) -> "Policy":
+    def _ascending(self) -> Policy:
         t = self.thresholds
         if t is not None:
             if any(not 0 < x < 1 for x in t):
                 raise ValueError("thresholds must lie strictly between 0 and 1")
-            if any(b <= a for a, b in zip(t, t[1:])):
+            if any(b <= a for a, b in itertools.pairwise(t)):
                 raise ValueError("thresholds must be strictly ascending")
         return self
 
@@ -158,18 +171,14 @@ class Auth(_Model):
 class Dispatch(_Model):
     retries: int = Field(2, ge=0, le=5, description="Extra attempts on other models after a failure.")
     connect_timeout_seconds: float = Field(5.0, gt=0, description="TCP connect timeout.")
-    failure_threshold: int = Field(
-        3, ge=1, description="Consecutive failures that open a backend's circuit."
-    )
+    failure_threshold: int = Field(3, ge=1, description="Consecutive failures that open a backend's circuit.")
     cooldown_seconds: float = Field(
         30.0, gt=0, description="How long an open circuit stays open before a trial request."
     )
 
 
 class Server(_Model):
-    max_body_bytes: int = Field(
-        4 * 1024 * 1024, ge=1024, description="Largest request body accepted."
-    )
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
     log_prompts: bool = Field(False, description="Include prompt text in decision logs.")
 
 
@@ -186,7 +195,7 @@ class RouterConfig(_Model):
     server: Server = Field(default_factory=Server, description="HTTP server limits and logging.")
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "RouterConfig":
+    def _cross_checks(self) -> RouterConfig:
         names = [m.name for m in self.pool]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -151,7 +151,13 @@ class Dispatcher:
                 continue
             if not await b.gate.enter(d.connect_timeout_seconds):
                 b.circuit.release_trial()
-                last = Failed(503, error_body(f"model {b.model.name} is at its concurrency limit", "server_error", "backend_busy"), attempts, backend_s, b.model.name)
+                last = Failed(
+                    503,
+                    error_body(f"model {b.model.name} is at its concurrency limit", "server_error", "backend_busy"),
+                    attempts,
+                    backend_s,
+                    b.model.name,
+                )
                 continue
             self.metrics.in_flight.labels(b.model.name).set(b.gate.in_flight)
             attempts += 1
@@ -162,10 +168,14 @@ class Dispatcher:
             try:
                 await self._ensure_adapter(b, d)
                 resp = await self.session.post(
-                    m.url.rstrip("/") + path, data=payload, headers=_JSON_HEADERS,
+                    m.url.rstrip("/") + path,
+                    data=payload,
+                    headers=_JSON_HEADERS,
                     timeout=aiohttp.ClientTimeout(
                         total=None if stream else m.timeout_seconds,
-                        sock_connect=d.connect_timeout_seconds, sock_read=m.timeout_seconds),
+                        sock_connect=d.connect_timeout_seconds,
+                        sock_read=m.timeout_seconds,
+                    ),
                 )
                 if _retryable(resp.status):
                     data = await resp.read()
@@ -185,11 +195,19 @@ class Dispatcher:
                 self._succeeded(b)  # a 4xx is the client's fault, the backend is healthy
                 ctype = resp.headers.get("content-type", "application/json")
                 return Served(b, resp.status, ctype, data, resp, attempts, backend_s)
-            except (aiohttp.ClientError, asyncio.TimeoutError, AdapterLoadError) as e:
+            except (TimeoutError, aiohttp.ClientError, AdapterLoadError) as e:
                 backend_s += time.perf_counter() - t
                 self._failed(b)
                 log.warning("backend %s failed: %s", m.name, type(e).__name__)
-                last = Failed(502, error_body(f"model {m.name} is unreachable ({type(e).__name__})", "server_error", "backend_unreachable"), attempts, backend_s, m.name)
+                last = Failed(
+                    502,
+                    error_body(
+                        f"model {m.name} is unreachable ({type(e).__name__})", "server_error", "backend_unreachable"
+                    ),
+                    attempts,
+                    backend_s,
+                    m.name,
+                )
             except BaseException:
                 b.circuit.release_trial()
                 raise
@@ -197,6 +215,14 @@ class Dispatcher:
                 if not keep_gate:
                     self.release(b)
         if last is None:
-            last = Failed(503, error_body("no backend available: every candidate's circuit is open", "server_error", "no_backend_available"), attempts, backend_s, None)
+            last = Failed(
+                503,
+                error_body(
+                    "no backend available: every candidate's circuit is open", "server_error", "no_backend_available"
+                ),
+                attempts,
+                backend_s,
+                None,
+            )
         last.attempts, last.backend_s = attempts, backend_s
         return last

@@ -15,28 +15,125 @@ from dataclasses import dataclass
 # prompt well under 0.1 ms.
 _WORD = re.compile(r"[a-z][a-z0-9+#_-]*")
 _CODE_WORDS = frozenset(
-    "def class function return import python javascript typescript rust golang java c++ sql regex bash api "
-    "algorithm compile compiler debug refactor async await struct lambda recursion recursive dataclass "
-    "int str bool null none self const var let".split()
+    [
+        "def",
+        "class",
+        "function",
+        "return",
+        "import",
+        "python",
+        "javascript",
+        "typescript",
+        "rust",
+        "golang",
+        "java",
+        "c++",
+        "sql",
+        "regex",
+        "bash",
+        "api",
+        "algorithm",
+        "compile",
+        "compiler",
+        "debug",
+        "refactor",
+        "async",
+        "await",
+        "struct",
+        "lambda",
+        "recursion",
+        "recursive",
+        "dataclass",
+        "int",
+        "str",
+        "bool",
+        "null",
+        "none",
+        "self",
+        "const",
+        "var",
+        "let",
+    ]
 )
 _CODE_MARKS = ("```", "=>", "#include", "();", "{\n", "};", "!=", "==", ">>>", "    ")
 _MATH_WORDS = frozenset(
-    "prove proof integral derivative equation equations theorem probability matrix solve lemma polynomial "
-    "prime primes modulo optimize optimise expected variance eigenvalue converge converges limit".split()
+    [
+        "prove",
+        "proof",
+        "integral",
+        "derivative",
+        "equation",
+        "equations",
+        "theorem",
+        "probability",
+        "matrix",
+        "solve",
+        "lemma",
+        "polynomial",
+        "prime",
+        "primes",
+        "modulo",
+        "optimize",
+        "optimise",
+        "expected",
+        "variance",
+        "eigenvalue",
+        "converge",
+        "converges",
+        "limit",
+    ]
 )
 _MATH_MARKS = ("=", "^", "\\frac", "√", "∑", "∫", "$")
 _ARITH = re.compile(r"\d\s*[-+*/×]\s*\d")
-_STEP_WORDS = frozenset("then finally first second third next afterwards".split())
+_STEP_WORDS = frozenset(["then", "finally", "first", "second", "third", "next", "afterwards"])
 _STEP_MARKS = ("step by step", "step-by-step")
 _LIST_ITEM = re.compile(r"^[ \t]*(?:\d+[.)]|[-*])[ \t]+", re.MULTILINE)
 _CONSTRAINT_WORDS = frozenset(
-    "must without ensure exactly constraint constraints efficient efficiently complexity edge trade-off "
-    "trade-offs tradeoff tradeoffs scalable scalability robust guarantee".split()
+    [
+        "must",
+        "without",
+        "ensure",
+        "exactly",
+        "constraint",
+        "constraints",
+        "efficient",
+        "efficiently",
+        "complexity",
+        "edge",
+        "trade-off",
+        "trade-offs",
+        "tradeoff",
+        "tradeoffs",
+        "scalable",
+        "scalability",
+        "robust",
+        "guarantee",
+    ]
 )
 _CONSTRAINT_MARKS = ("at least", "at most", "should not", "must not")
 _DEEP_WORDS = frozenset(
-    "why design architect architecture compare analyze analyse evaluate derive implement critique reason "
-    "justify plan strategy debug optimize optimise diagnose tradeoffs".split()
+    [
+        "why",
+        "design",
+        "architect",
+        "architecture",
+        "compare",
+        "analyze",
+        "analyse",
+        "evaluate",
+        "derive",
+        "implement",
+        "critique",
+        "reason",
+        "justify",
+        "plan",
+        "strategy",
+        "debug",
+        "optimize",
+        "optimise",
+        "diagnose",
+        "tradeoffs",
+    ]
 )
 _DEEP_MARKS = ("how would", "explain why", "walk me through")
 _SIMPLE_Q = re.compile(
@@ -46,8 +143,18 @@ _SIMPLE_Q = re.compile(
 )
 
 FEATURE_NAMES = (
-    "log_chars", "turns", "code", "math", "steps", "constraints", "deep_q", "simple_q",
-    "questions", "lines", "tools", "system",
+    "log_chars",
+    "turns",
+    "code",
+    "math",
+    "steps",
+    "constraints",
+    "deep_q",
+    "simple_q",
+    "questions",
+    "lines",
+    "tools",
+    "system",
 )
 
 

@@ -18,12 +18,17 @@ class Metrics:
             "tuneroute_decisions", "Routing decisions by chosen tier and reason.", ["tier", "reason"], registry=r
         )
         self.overhead = Histogram(
-            "tuneroute_router_overhead_seconds", "Time spent in the router itself (not waiting on backends).",
-            buckets=_FAST, registry=r,
+            "tuneroute_router_overhead_seconds",
+            "Time spent in the router itself (not waiting on backends).",
+            buckets=_FAST,
+            registry=r,
         )
         self.backend = Histogram(
-            "tuneroute_backend_seconds", "Time waiting on a backend, to headers (stream) or full body.",
-            ["model"], buckets=_SLOW, registry=r,
+            "tuneroute_backend_seconds",
+            "Time waiting on a backend, to headers (stream) or full body.",
+            ["model"],
+            buckets=_SLOW,
+            registry=r,
         )
         self.classify = Histogram(
             "tuneroute_classification_seconds", "Complexity classification latency.", buckets=_FAST, registry=r

@@ -57,7 +57,9 @@ def band_midpoint(tiers: list[int], cuts: list[float], tier: int) -> float:
     return (lo + hi) / 2
 
 
-def shift_by_example(score: float, nearest: tuple[int, float] | None, tiers: list[int], cuts: list[float]) -> tuple[float, int | None]:
+def shift_by_example(
+    score: float, nearest: tuple[int, float] | None, tiers: list[int], cuts: list[float]
+) -> tuple[float, int | None]:
     """Blend the score toward the nearest example's tier band when the request resembles it."""
     if nearest is None or nearest[0] not in tiers:
         return score, None
@@ -84,9 +86,11 @@ def _price(m: PoolModel) -> float:
 def order_candidates(ok: list[PoolModel], want_tier: int, fallback_order: list[str]) -> list[PoolModel]:
     """Cheapest model at or above want_tier first; then fallbackOrder; then nearest tiers, upward first."""
     idx = {m.name: i for i, m in enumerate(ok)}
+
     def key(m: PoolModel):
         above = m.tier >= want_tier
         return (0 if above else 1, m.tier if above else -m.tier, _price(m), idx[m.name])
+
     ranked = sorted(ok, key=key)
     first = ranked[:1]
     by_name = {m.name: m for m in ok}
@@ -105,9 +109,7 @@ def decide(
     """Routing decision for a request addressed to the virtual model."""
     ok, removed = eligible(cfg, v, requested_output_tokens(body))
     if not ok:
-        raise NoCapableModel(
-            "no model in the pool can serve this request (needs: " + ", ".join(removed) + ")"
-        )
+        raise NoCapableModel("no model in the pool can serve this request (needs: " + ", ".join(removed) + ")")
     tiers, cuts = cfg.tiers(), cfg.cut_points()
     if score is None or not v.text.strip():
         default = cfg.by_name(cfg.policy.default_model) if cfg.policy.default_model else None

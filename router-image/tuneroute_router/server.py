@@ -9,9 +9,9 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import aiohttp
 import orjson
@@ -46,7 +46,9 @@ class State:
     signature: tuple
 
 
-def _err(status: int, message: str, type_: str, code: str | None = None, param: str | None = None, headers=None) -> Response:
+def _err(
+    status: int, message: str, type_: str, code: str | None = None, param: str | None = None, headers=None
+) -> Response:
     return Response(error_body(message, type_, code, param), status, headers=headers, media_type=_JSON)
 
 
@@ -108,7 +110,8 @@ class Router:
         # per-backend limits are our Gates; the connector only pools keep-alive connections
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=30),
-            trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         self.dispatcher = Dispatcher(self.session, self.metrics)
         self._tasks = [
@@ -221,7 +224,10 @@ class Router:
         if not self._authorized(request, st):
             return _err(401, "missing or invalid API key", "authentication_error", "invalid_api_key")
         data = [{"id": st.cfg.virtual_model, "object": "model", "created": 0, "owned_by": "tuneroute"}]
-        data += [{"id": m.name, "object": "model", "created": 0, "owned_by": "tuneroute", "tier": m.tier} for m in st.cfg.pool]
+        data += [
+            {"id": m.name, "object": "model", "created": 0, "owned_by": "tuneroute", "tier": m.tier}
+            for m in st.cfg.pool
+        ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
 
     async def chat(self, request: Request) -> Response:
@@ -254,7 +260,12 @@ class Router:
         except ClientDisconnect:
             return Response(status_code=499)
         if raw is None:
-            return _err(413, f"request body exceeds {cfg.server.max_body_bytes} bytes", "invalid_request_error", "body_too_large")
+            return _err(
+                413,
+                f"request body exceeds {cfg.server.max_body_bytes} bytes",
+                "invalid_request_error",
+                "body_too_large",
+            )
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -266,7 +277,9 @@ class Router:
             return _err(400, "'model' is required", "invalid_request_error", "missing_model", "model")
         need = body.get(required)
         if required == "messages" and (not isinstance(need, list) or not need):
-            return _err(400, "'messages' must be a non-empty array", "invalid_request_error", "invalid_messages", "messages")
+            return _err(
+                400, "'messages' must be a non-empty array", "invalid_request_error", "invalid_messages", "messages"
+            )
         if required == "prompt" and not isinstance(need, (str, list)):
             return _err(400, "'prompt' is required", "invalid_request_error", "missing_prompt", "prompt")
         stream = body.get("stream") is True
@@ -278,7 +291,13 @@ class Router:
             elif (m := cfg.by_name(model)) is not None:
                 decision, classify_s = policy.direct(cfg, m), 0.0
             else:
-                return _err(404, f"model '{model}' does not exist; use '{cfg.virtual_model}' or a pool model", "invalid_request_error", "model_not_found", "model")
+                return _err(
+                    404,
+                    f"model '{model}' does not exist; use '{cfg.virtual_model}' or a pool model",
+                    "invalid_request_error",
+                    "model_not_found",
+                    "model",
+                )
         except policy.NoCapableModel as e:
             return _err(400, str(e), "invalid_request_error", "no_capable_model")
         except _NotReady:
@@ -293,10 +312,16 @@ class Router:
         }
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         record = {
-            "event": "decision", "request_id": rid, "requested": model, "tier": decision.tier,
+            "event": "decision",
+            "request_id": rid,
+            "requested": model,
+            "tier": decision.tier,
             "score": None if decision.score is None else round(decision.score, 4),
-            "reason": decision.reason, "candidates": [m.name for m in decision.candidates],
-            "attempts": result.attempts, "stream": stream, "classify_ms": round(classify_s * 1e3, 3),
+            "reason": decision.reason,
+            "candidates": [m.name for m in decision.candidates],
+            "attempts": result.attempts,
+            "stream": stream,
+            "classify_ms": round(classify_s * 1e3, 3),
         }
         if cfg.server.log_prompts:
             record["prompt"] = view.text
@@ -304,10 +329,16 @@ class Router:
         if isinstance(result, Failed):
             overhead = time.perf_counter() - t0 - result.backend_s
             reason = decision.reason + ("+fallback" if result.attempts > 1 else "")
-            headers = {**base, "x-tuneroute-model": result.last_model or "none", "x-tuneroute-reason": reason,
-                       "x-tuneroute-overhead-ms": f"{overhead * 1e3:.3f}"}
+            headers = {
+                **base,
+                "x-tuneroute-model": result.last_model or "none",
+                "x-tuneroute-reason": reason,
+                "x-tuneroute-overhead-ms": f"{overhead * 1e3:.3f}",
+            }
             self.metrics.requests.labels(result.last_model or "none", "failed").inc()
-            self._log(record, status=result.status, model=result.last_model, overhead=overhead, backend_s=result.backend_s)
+            self._log(
+                record, status=result.status, model=result.last_model, overhead=overhead, backend_s=result.backend_s
+            )
             return Response(result.body, result.status, headers=headers, media_type=_JSON)
 
         served: Served = result
@@ -322,23 +353,25 @@ class Router:
         if served.body is not None:
             p = c = 0
             if status == 200:
-                try:
+                with contextlib.suppress(orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
                     p, c = _usage(orjson.loads(served.body))
-                except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
-                    pass
             self._account(st, sm, p, c, outcome)
             overhead = time.perf_counter() - t0 - served.backend_s
             headers["x-tuneroute-overhead-ms"] = f"{overhead * 1e3:.3f}"
             self.metrics.overhead.observe(overhead)
-            self._log(record, status=status, model=sm.name, overhead=overhead, backend_s=served.backend_s, tokens=(p, c))
+            self._log(
+                record, status=status, model=sm.name, overhead=overhead, backend_s=served.backend_s, tokens=(p, c)
+            )
             return Response(served.body, status, headers=headers, media_type=served.content_type)
 
         overhead = time.perf_counter() - t0 - served.backend_s
         headers["x-tuneroute-overhead-ms"] = f"{overhead * 1e3:.3f}"
         self.metrics.overhead.observe(overhead)
         return StreamingResponse(
-            self._relay(st, served, record, overhead, outcome), status,
-            headers=headers, media_type=served.content_type,
+            self._relay(st, served, record, overhead, outcome),
+            status,
+            headers=headers,
+            media_type=served.content_type,
         )
 
     async def _relay(self, st: State, served: Served, record: dict, overhead: float, outcome: str):
@@ -353,7 +386,7 @@ class Router:
                     tail = chunk
                 yield chunk
             finished = True
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             # Too late to fall back: the client already has part of the answer. Re-raise so
             # the server aborts the response and the client sees a broken stream, not a
             # clean end without [DONE].
@@ -369,8 +402,15 @@ class Router:
             self.dispatcher.release(b)
             p, c = _usage_from_sse(tail)
             self._account(st, b.model, p, c, "stream_broken" if broken else outcome)
-            self._log(record, status=served.status, model=b.model.name, overhead=overhead,
-                      backend_s=served.backend_s + time.perf_counter() - t, tokens=(p, c), broken=broken)
+            self._log(
+                record,
+                status=served.status,
+                model=b.model.name,
+                overhead=overhead,
+                backend_s=served.backend_s + time.perf_counter() - t,
+                tokens=(p, c),
+                broken=broken,
+            )
 
     def _route(self, st: State, view: RequestView, body: dict) -> tuple[policy.Decision, float]:
         clf = self.classifier
@@ -394,11 +434,27 @@ class Router:
             if saved > 0:
                 self.metrics.saved.inc(saved)
 
-    def _log(self, record: dict, *, status: int, model: str | None, overhead: float, backend_s: float, tokens=(0, 0), broken=False) -> None:
+    def _log(
+        self,
+        record: dict,
+        *,
+        status: int,
+        model: str | None,
+        overhead: float,
+        backend_s: float,
+        tokens=(0, 0),
+        broken=False,
+    ) -> None:
         if not decision_log.isEnabledFor(logging.INFO):
             return
-        record.update(status=status, model=model, overhead_ms=round(overhead * 1e3, 3),
-                      backend_ms=round(backend_s * 1e3, 3), prompt_tokens=tokens[0], completion_tokens=tokens[1])
+        record.update(
+            status=status,
+            model=model,
+            overhead_ms=round(overhead * 1e3, 3),
+            backend_ms=round(backend_s * 1e3, 3),
+            prompt_tokens=tokens[0],
+            completion_tokens=tokens[1],
+        )
         if broken:
             record["stream_broken"] = True
         decision_log.info(orjson.dumps(record).decode())

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from control_plane import ControlPlane, wait_until
+from tuneroute_testing.control_plane import ControlPlane, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -14,21 +14,36 @@ K8S_VERSION = "v1.34.4"  # tests/cluster/build.sh pins it
 
 
 def _job(name: str, backoff_limit: int = 0, gpus: int = 1) -> str:
-    return json.dumps({
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-        "spec": {"backoffLimit": backoff_limit, "template": {"spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "trainer", "image": "example.invalid/trainer:test",
-                            "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]}}},
-    })
+    return json.dumps(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name},
+            "spec": {
+                "backoffLimit": backoff_limit,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {
+                                "name": "trainer",
+                                "image": "example.invalid/trainer:test",
+                                "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                            }
+                        ],
+                    }
+                },
+            },
+        }
+    )
 
 
 def _running_pod(cp: ControlPlane, ns: str, job: str, exclude=()) -> dict:
     def find():
         pods = cp.get("pods", "-n", ns, "-l", f"job-name={job}")["items"]
-        running = [p for p in pods if p["status"].get("phase") == "Running"
-                   and p["metadata"]["name"] not in exclude]
+        running = [p for p in pods if p["status"].get("phase") == "Running" and p["metadata"]["name"] not in exclude]
         return running[0] if running else None
+
     return wait_until(find, 60, f"a Running pod of job {job}")
 
 
@@ -39,6 +54,7 @@ def _job_condition(cp: ControlPlane, ns: str, job: str, cond: str) -> dict:
             if c["type"] == cond and c["status"] == "True":
                 return status
         return None
+
     return wait_until(find, 60, f"job {job} {cond}")
 
 
@@ -49,13 +65,30 @@ def test_server_version(control_plane):
 
 def test_gpu_pod_is_scheduled_and_running(control_plane, namespace):
     cp = control_plane
-    cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gpu"},
-        "spec": {"containers": [{"name": "c", "image": "example.invalid/x:1",
-                                 "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
-    }))
-    pod = wait_until(lambda: (p := cp.get("pod", "gpu", "-n", namespace))["status"].get("phase") == "Running" and p,
-                     60, "pod gpu Running")
+    cp.kubectl(
+        "-n",
+        namespace,
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "gpu"},
+                "spec": {
+                    "containers": [
+                        {"name": "c", "image": "example.invalid/x:1", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+                    ]
+                },
+            }
+        ),
+    )
+    pod = wait_until(
+        lambda: (p := cp.get("pod", "gpu", "-n", namespace))["status"].get("phase") == "Running" and p,
+        60,
+        "pod gpu Running",
+    )
     node = cp.get("node", pod["spec"]["nodeName"])
     assert node["metadata"]["labels"]["nvidia.com/gpu.present"] == "true"
     assert node["status"]["allocatable"]["nvidia.com/gpu"] == "8"
@@ -65,14 +98,30 @@ def test_gpu_pod_is_scheduled_and_running(control_plane, namespace):
 def test_unschedulable_gpu_request_stays_pending(control_plane, namespace):
     # 9 GPUs fit on no node (8 each): the scheduler really accounts for nvidia.com/gpu.
     cp = control_plane
-    cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "too-big"},
-        "spec": {"containers": [{"name": "c", "image": "example.invalid/x:1",
-                                 "resources": {"limits": {"nvidia.com/gpu": "9"}}}]},
-    }))
+    cp.kubectl(
+        "-n",
+        namespace,
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "too-big"},
+                "spec": {
+                    "containers": [
+                        {"name": "c", "image": "example.invalid/x:1", "resources": {"limits": {"nvidia.com/gpu": "9"}}}
+                    ]
+                },
+            }
+        ),
+    )
+
     def unschedulable():
         conds = cp.get("pod", "too-big", "-n", namespace)["status"].get("conditions", [])
         return any(c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conds)
+
     wait_until(unschedulable, 60, "pod too-big Unschedulable")
 
 
@@ -96,7 +145,7 @@ def test_job_pod_exit_1_fails_job(control_plane, namespace):
     cp.finish_pod(namespace, pod["metadata"]["name"], exit_code=1, message="CUDA out of memory")
     status = _job_condition(cp, namespace, "bad", "Failed")
     assert status["failed"] == 1
-    failed = [c for c in status["conditions"] if c["type"] == "Failed"][0]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "BackoffLimitExceeded"
     pod = cp.get("pod", pod["metadata"]["name"], "-n", namespace)
     assert pod["status"]["phase"] == "Failed"
@@ -122,14 +171,25 @@ def test_deleting_owner_cascades(control_plane, namespace):
     cp = control_plane
     owner = json.loads(cp.kubectl("-n", namespace, "create", "configmap", "owner", "-o", "json").stdout)
     job = json.loads(_job("owned"))
-    job["metadata"]["ownerReferences"] = [{
-        "apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
-        "uid": owner["metadata"]["uid"], "blockOwnerDeletion": True,
-    }]
+    job["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "name": "owner",
+            "uid": owner["metadata"]["uid"],
+            "blockOwnerDeletion": True,
+        }
+    ]
     cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(job))
     pod = _running_pod(cp, namespace, "owned")["metadata"]["name"]
     cp.kubectl("-n", namespace, "delete", "configmap", "owner", "--cascade=foreground", "--wait=false")
-    wait_until(lambda: cp.kubectl("-n", namespace, "get", "job", "owned", check=False).returncode != 0,
-               60, "the owned Job to be garbage-collected")
-    wait_until(lambda: cp.kubectl("-n", namespace, "get", "pod", pod, check=False).returncode != 0,
-               60, "the owned Job's pod to be deleted")
+    wait_until(
+        lambda: cp.kubectl("-n", namespace, "get", "job", "owned", check=False).returncode != 0,
+        60,
+        "the owned Job to be garbage-collected",
+    )
+    wait_until(
+        lambda: cp.kubectl("-n", namespace, "get", "pod", pod, check=False).returncode != 0,
+        60,
+        "the owned Job's pod to be deleted",
+    )

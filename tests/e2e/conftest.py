@@ -6,8 +6,10 @@ import json
 from dataclasses import dataclass
 
 import pytest
-from control_plane import ControlPlane
-from operator_process import REPO, OperatorProcess, service_account_kubeconfig
+
+from tuneroute_testing import REPO
+from tuneroute_testing.control_plane import ControlPlane
+from tuneroute_testing.operator_process import OperatorProcess, service_account_kubeconfig
 
 pytestmark = pytest.mark.cluster
 
@@ -26,17 +28,37 @@ def release(control_plane: ControlPlane) -> Release:
     ns = "tuneroute-system"
     control_plane.kubectl("create", "namespace", ns, check=False)
     control_plane.wait_for_default_service_account(ns)
-    control_plane.helm("upgrade", "--install", "tuneroute", str(REPO / "charts" / "tuneroute"), "-n", ns, "--set", "replicas=0", "--wait")
+    control_plane.helm(
+        "upgrade",
+        "--install",
+        "tuneroute",
+        str(REPO / "charts" / "tuneroute"),
+        "-n",
+        ns,
+        "--set",
+        "replicas=0",
+        "--wait",
+    )
     # helm never upgrades CRDs: apply them as the README tells users to (a reused cluster may hold older ones).
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts" / "tuneroute" / "crds"))
-    control_plane.kubectl("wait", "--for=condition=Established", "crd/finetunejobs.tuneroute.io", "crd/modelroutes.tuneroute.io", "--timeout=60s")
+    control_plane.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts" / "tuneroute" / "crds")
+    )
+    control_plane.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/finetunejobs.tuneroute.io",
+        "crd/modelroutes.tuneroute.io",
+        "--timeout=60s",
+    )
     return Release("tuneroute", ns, "tuneroute")
 
 
 @pytest.fixture(scope="session")
 def operator(control_plane: ControlPlane, release: Release, tmp_path_factory) -> OperatorProcess:
     tmp = tmp_path_factory.mktemp("operator")
-    kubeconfig = service_account_kubeconfig(control_plane, release.namespace, release.service_account, tmp / "kubeconfig")
+    kubeconfig = service_account_kubeconfig(
+        control_plane, release.namespace, release.service_account, tmp / "kubeconfig"
+    )
     op = OperatorProcess(kubeconfig, tmp / "operator.log").start()
     yield op
     op.stop()
@@ -49,19 +71,42 @@ def storage(control_plane: ControlPlane, namespace: str):
 
     def bind(claim: str = "tuneroute-adapters") -> str:
         pv = f"pv-{namespace}-{claim}"[:63]
-        control_plane.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
-            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "100Gi"}}},
-        }))
-        control_plane.kubectl("apply", "-f", "-", input=json.dumps({
-            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-            "spec": {"capacity": {"storage": "100Gi"}, "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
-                     "hostPath": {"path": f"/tmp/{pv}"}, "claimRef": {"namespace": namespace, "name": claim}},
-        }))
+        control_plane.kubectl(
+            "-n",
+            namespace,
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": claim},
+                    "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "100Gi"}}},
+                }
+            ),
+        )
+        control_plane.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": pv},
+                    "spec": {
+                        "capacity": {"storage": "100Gi"},
+                        "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+                        "hostPath": {"path": f"/tmp/{pv}"},
+                        "claimRef": {"namespace": namespace, "name": claim},
+                    },
+                }
+            ),
+        )
         made.append(pv)
         return pv
 
     yield bind
     for pv in made:
         control_plane.kubectl("delete", "pv", pv, "--wait=false", check=False)
-

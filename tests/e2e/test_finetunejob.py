@@ -8,14 +8,27 @@ import json
 
 import pytest
 import yaml
-from control_plane import wait_until
-from helpers import REPO, apply, condition, events, get, running_pod, small_finetunejob, wait_children_gone, wait_phase
+
+from tuneroute_testing.control_plane import wait_until
+from tuneroute_testing.k8s import (
+    REPO,
+    apply,
+    condition,
+    events,
+    get,
+    running_pod,
+    small_finetunejob,
+    wait_children_gone,
+    wait_phase,
+)
 from tuneroute_trainer.config import TrainerConfig
 
 pytestmark = pytest.mark.cluster
 
 
-def test_examples_create_the_trainer_job_with_gpu_placement_and_a_valid_config(control_plane, operator, namespace, storage):
+def test_examples_create_the_trainer_job_with_gpu_placement_and_a_valid_config(
+    control_plane, operator, namespace, storage
+):
     cp = control_plane
     storage()
     cp.kubectl("-n", namespace, "apply", "-f", str(REPO / "examples"))
@@ -59,7 +72,12 @@ def test_pod_success_turns_the_job_succeeded_and_visible_in_kubectl_get(control_
 
     assert condition(ftj, "Ready")["status"] == "True"
     assert condition(ftj, "Succeeded")["reason"] == "TrainingSucceeded"
-    assert ftj["status"]["adapter"] == {"name": "ok", "pvc": "tuneroute-adapters", "path": "adapters/ok", "uri": "pvc://tuneroute-adapters/adapters/ok"}
+    assert ftj["status"]["adapter"] == {
+        "name": "ok",
+        "pvc": "tuneroute-adapters",
+        "path": "adapters/ok",
+        "uri": "pvc://tuneroute-adapters/adapters/ok",
+    }
     assert ftj["status"]["completionTime"] and ftj["status"]["attempts"] == 1
     table = cp.kubectl("-n", namespace, "get", "ftj", "ok").stdout.splitlines()
     assert table[0].split()[:3] == ["NAME", "PHASE", "MODEL"]
@@ -68,7 +86,9 @@ def test_pod_success_turns_the_job_succeeded_and_visible_in_kubectl_get(control_
     assert {"TrainerRunning", "TrainingSucceeded"} <= reasons
 
 
-def test_pod_failures_past_the_backoff_limit_fail_the_job_with_the_trainers_message(control_plane, operator, namespace, storage):
+def test_pod_failures_past_the_backoff_limit_fail_the_job_with_the_trainers_message(
+    control_plane, operator, namespace, storage
+):
     cp = control_plane
     storage()
     apply(cp, namespace, small_finetunejob("flaky", backoffLimit=1))
@@ -87,7 +107,9 @@ def test_pod_failures_past_the_backoff_limit_fail_the_job_with_the_trainers_mess
     assert condition(ftj, "Ready")["status"] == "False"
     line = cp.kubectl("-n", namespace, "get", "ftj", "flaky", "--no-headers").stdout.split()
     assert line[1] == "Failed"
-    warnings = [e for e in events(cp, namespace, "flaky") if e["type"] == "Warning" and e["reason"] == "BackoffLimitExceeded"]
+    warnings = [
+        e for e in events(cp, namespace, "flaky") if e["type"] == "Warning" and e["reason"] == "BackoffLimitExceeded"
+    ]
     assert warnings, "a failed FineTuneJob gets a Warning event"
 
 
@@ -114,7 +136,11 @@ def test_suspend_and_resume(control_plane, operator, namespace, storage):
     ftj = wait_phase(cp, namespace, "pausable", "Suspended")
     assert condition(ftj, "Suspended")["status"] == "True"
     assert get(cp, namespace, "job", "pausable")["spec"]["suspend"] is True
-    wait_until(lambda: not cp.get("pods", "-n", namespace, "-l", "job-name=pausable")["items"], 60, "the suspended Job's pod to go")
+    wait_until(
+        lambda: not cp.get("pods", "-n", namespace, "-l", "job-name=pausable")["items"],
+        60,
+        "the suspended Job's pod to go",
+    )
     cp.kubectl("-n", namespace, "patch", "ftj", "pausable", "--type=merge", "-p", '{"spec":{"suspend":false}}')
     running_pod(cp, namespace, "pausable")
     wait_phase(cp, namespace, "pausable", "Running")
@@ -125,7 +151,9 @@ def test_deleting_the_finetunejob_deletes_its_children(control_plane, operator, 
     apply(cp, namespace, small_finetunejob("doomed"))
     wait_until(lambda: get(cp, namespace, "job", "doomed"), 60, "the Job")
     cp.kubectl("-n", namespace, "delete", "ftj", "doomed")
-    wait_children_gone(cp, namespace, "jobs,configmaps,serviceaccounts,roles,rolebindings", "tuneroute.io/finetunejob=doomed")
+    wait_children_gone(
+        cp, namespace, "jobs,configmaps,serviceaccounts,roles,rolebindings", "tuneroute.io/finetunejob=doomed"
+    )
 
 
 def test_trainer_service_account_may_patch_only_its_own_status(control_plane, operator, namespace):
@@ -143,19 +171,41 @@ def test_trainer_service_account_may_patch_only_its_own_status(control_plane, op
     assert not can("get", "secrets")
 
 
-def test_progress_reported_by_the_trainer_shows_in_kubectl_get_and_survives_operator_updates(control_plane, operator, namespace, storage):
+def test_progress_reported_by_the_trainer_shows_in_kubectl_get_and_survives_operator_updates(
+    control_plane, operator, namespace, storage
+):
     """The trainer patches status.progress (merge patch); the operator's own status writes keep it."""
     cp = control_plane
     storage()
     apply(cp, namespace, small_finetunejob("progress"))
     running_pod(cp, namespace, "progress")
     wait_phase(cp, namespace, "progress", "Running")
-    progress = {"step": 120, "totalSteps": 400, "percent": 30.0, "loss": 1.234, "tokensPerSecond": 5120.5, "etaSeconds": 640, "epoch": 0.3}
-    cp.kubectl("-n", namespace, "patch", "ftj", "progress", "--subresource=status", "--type=merge", "-p", json.dumps({"status": {"progress": progress}}))
+    progress = {
+        "step": 120,
+        "totalSteps": 400,
+        "percent": 30.0,
+        "loss": 1.234,
+        "tokensPerSecond": 5120.5,
+        "etaSeconds": 640,
+        "epoch": 0.3,
+    }
+    cp.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "ftj",
+        "progress",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"progress": progress}}),
+    )
     wide = cp.kubectl("-n", namespace, "get", "ftj", "progress", "-o", "wide").stdout
     header, row = wide.splitlines()[:2]
     cells = dict(zip(header.split(), row.split()))
-    assert cells["STEP"] == "120" and cells["PROGRESS"] == "30" and cells["LOSS"] == "1.234" and cells["ETA(S)"] == "640"
+    assert (
+        cells["STEP"] == "120" and cells["PROGRESS"] == "30" and cells["LOSS"] == "1.234" and cells["ETA(S)"] == "640"
+    )
     pod = running_pod(cp, namespace, "progress")
     cp.finish_pod(namespace, pod, exit_code=0)
     ftj = wait_phase(cp, namespace, "progress", "Succeeded")

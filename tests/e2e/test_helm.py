@@ -7,8 +7,9 @@ import json
 
 import pytest
 import yaml
-from control_plane import wait_until
-from helpers import REPO
+
+from tuneroute_testing.control_plane import wait_until
+from tuneroute_testing.k8s import REPO
 
 pytestmark = pytest.mark.cluster
 CHART = str(REPO / "charts" / "tuneroute")
@@ -52,9 +53,16 @@ def test_operator_service_account_can_do_its_job_and_no_more(control_plane, rele
     sa = f"system:serviceaccount:{release.namespace}:{release.service_account}"
 
     def can(*args):
-        return control_plane.kubectl("auth", "can-i", *args, "--as", sa, "-n", "default", check=False).stdout.strip() == "yes"
+        return (
+            control_plane.kubectl("auth", "can-i", *args, "--as", sa, "-n", "default", check=False).stdout.strip()
+            == "yes"
+        )
 
-    assert can("create", "jobs.batch") and can("patch", "deployments.apps") and can("patch", "finetunejobs.tuneroute.io", "--subresource=status")
+    assert (
+        can("create", "jobs.batch")
+        and can("patch", "deployments.apps")
+        and can("patch", "finetunejobs.tuneroute.io", "--subresource=status")
+    )
     assert not can("delete", "jobs.batch")
     assert not can("get", "secrets")
     assert not can("create", "pods")
@@ -71,7 +79,21 @@ def test_install_upgrade_uninstall_leaves_nothing_behind(control_plane):
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["TUNEROUTE_LOG_FORMAT"] == "plain" and dep["spec"]["strategy"]["type"] == "Recreate"
 
-    cp.helm("upgrade", "extra", CHART, "-n", ns, "--skip-crds", "--set", "logFormat=json", "--set", "watchNamespaces={a,b}", "--wait", "--timeout", "120s")
+    cp.helm(
+        "upgrade",
+        "extra",
+        CHART,
+        "-n",
+        ns,
+        "--skip-crds",
+        "--set",
+        "logFormat=json",
+        "--set",
+        "watchNamespaces={a,b}",
+        "--wait",
+        "--timeout",
+        "120s",
+    )
     dep = cp.get("deployment", "extra-tuneroute", "-n", ns)
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["TUNEROUTE_LOG_FORMAT"] == "json" and env["TUNEROUTE_NAMESPACES"] == "a,b"
@@ -80,6 +102,10 @@ def test_install_upgrade_uninstall_leaves_nothing_behind(control_plane):
 
     cp.helm("uninstall", "extra", "-n", ns, "--wait")
     sel = "app.kubernetes.io/instance=extra"
-    wait_until(lambda: not cp.get("deployments,services,serviceaccounts,pods", "-n", ns, "-l", sel)["items"], 60, "namespaced objects to go")
+    wait_until(
+        lambda: not cp.get("deployments,services,serviceaccounts,pods", "-n", ns, "-l", sel)["items"],
+        60,
+        "namespaced objects to go",
+    )
     assert not cp.get("clusterroles,clusterrolebindings", "-l", sel)["items"]
     cp.kubectl("delete", "namespace", ns, "--wait=false")

@@ -9,9 +9,20 @@ import time
 
 import pytest
 import yaml
-from control_plane import wait_until
-from helpers import REPO, apply, condition, events, example, get, running_pod, small_finetunejob, wait_children_gone
+
 from tuneroute_router.config import parse_config
+from tuneroute_testing.control_plane import wait_until
+from tuneroute_testing.k8s import (
+    REPO,
+    apply,
+    condition,
+    events,
+    example,
+    get,
+    running_pod,
+    small_finetunejob,
+    wait_children_gone,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -36,7 +47,13 @@ def _router_config(cp, namespace, name):
 def test_route_deploys_a_probed_router_and_service_and_reports_pending_backends(control_plane, operator, namespace):
     cp = control_plane
     apply(cp, namespace, example("20-modelroute"))
-    route = _route_status(cp, namespace, "assistant", lambda s: (condition({"status": s}, "Ready") or {}).get("status") == "True", "the route to be Ready")
+    route = _route_status(
+        cp,
+        namespace,
+        "assistant",
+        lambda s: (condition({"status": s}, "Ready") or {}).get("status") == "True",
+        "the route to be Ready",
+    )
 
     dep = get(cp, namespace, "deployment", "assistant-router")
     c = dep["spec"]["template"]["spec"]["containers"][0]
@@ -70,7 +87,9 @@ def test_route_serves_the_adapter_once_its_finetunejob_succeeds(control_plane, o
     assert _router_config(cp, namespace, "assistant").by_name("qwen3-support") is None
 
     cp.finish_pod(namespace, running_pod(cp, namespace, "qwen3-support"), exit_code=0)
-    route = _route_status(cp, namespace, "assistant", lambda s: s.get("backends") == "4/4", "the adapter to join the route")
+    route = _route_status(
+        cp, namespace, "assistant", lambda s: s.get("backends") == "4/4", "the adapter to join the route"
+    )
     assert condition(route, "Degraded")["status"] == "False"
     entry = _router_config(cp, namespace, "assistant").by_name("qwen3-support")
     base = _router_config(cp, namespace, "assistant").by_name("qwen3-30b-a3b")
@@ -86,7 +105,9 @@ def test_a_stored_spec_the_router_refuses_sets_a_failed_condition_once(control_p
     cp = control_plane
     crd = cp.get("crd", "modelroutes.tuneroute.io")
     spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    spec_schema["x-kubernetes-validations"] = [r for r in spec_schema["x-kubernetes-validations"] if "examples" not in r["rule"]]
+    spec_schema["x-kubernetes-validations"] = [
+        r for r in spec_schema["x-kubernetes-validations"] if "examples" not in r["rule"]
+    ]
     for key in ("resourceVersion", "managedFields", "uid", "creationTimestamp", "generation"):
         crd["metadata"].pop(key, None)
     crd.pop("status", None)
@@ -94,10 +115,24 @@ def test_a_stored_spec_the_router_refuses_sets_a_failed_condition_once(control_p
     route = example("20-modelroute")
     route["spec"]["policy"]["examples"] = [{"tier": 7, "prompts": ["hello"]}]
     try:
-        wait_until(lambda: cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(route), check=False).returncode == 0, 30, "the looser CRD")
+        wait_until(
+            lambda: (
+                cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(route), check=False).returncode == 0
+            ),
+            30,
+            "the looser CRD",
+        )
     finally:
-        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "tuneroute.io_modelroutes.yaml"))
-    route = _route_status(cp, namespace, "assistant", lambda s: (condition({"status": s}, "Ready") or {}).get("reason") == "InvalidSpec", "InvalidSpec")
+        cp.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "tuneroute.io_modelroutes.yaml")
+        )
+    route = _route_status(
+        cp,
+        namespace,
+        "assistant",
+        lambda s: (condition({"status": s}, "Ready") or {}).get("reason") == "InvalidSpec",
+        "InvalidSpec",
+    )
     assert "policy.examples" in condition(route, "Ready")["message"]
     assert get(cp, namespace, "configmap", "assistant-router") is None
     wait_until(lambda: events(cp, namespace, "assistant"), 30, "the Warning event")
@@ -105,7 +140,9 @@ def test_a_stored_spec_the_router_refuses_sets_a_failed_condition_once(control_p
     warnings = [e for e in events(cp, namespace, "assistant") if e["reason"] == "InvalidSpec"]
     assert len(warnings) == 1 and warnings[0].get("count", 1) == 1
     # kopf logs each handler run with the object's reference: one permanent failure, no retries.
-    runs = [line for line in operator.log_tail(5000).splitlines() if f"[{namespace}/assistant] Handler 'modelroute'" in line]
+    runs = [
+        line for line in operator.log_tail(5000).splitlines() if f"[{namespace}/assistant] Handler 'modelroute'" in line
+    ]
     assert len(runs) == 1 and "permanently" in runs[0], runs
 
 

@@ -2,34 +2,49 @@
 
 The config is copied from the ConfigMap into a file, as the kubelet does for the router pod
 (kwok runs no containers, so the router runs here). The backends are small OpenAI-compatible
-servers (tests/router/fake_backend.py) standing in for vLLM, which needs a GPU.
+servers (tuneroute_testing.fake_backend) standing in for vLLM, which needs a GPU.
 """
 
 from __future__ import annotations
 
-import sys
-
 import openai
 import pytest
 import yaml
-from control_plane import wait_until
-from helpers import REPO, apply, get
+
+from tuneroute_testing.control_plane import wait_until
+from tuneroute_testing.k8s import apply, get
 
 pytestmark = pytest.mark.cluster
-sys.path.insert(0, str(REPO / "tests" / "router"))
 
 
 def _route(small_url: str, large_url: str, mode: str = "balanced") -> dict:
     pool = [
-        {"name": "small", "backend": {"url": small_url}, "tier": 1, "contextWindow": 8192, "pricing": {"inputPerMillion": 0.1, "outputPerMillion": 0.4}},
-        {"name": "large", "backend": {"url": large_url}, "tier": 2, "contextWindow": 32768, "pricing": {"inputPerMillion": 2, "outputPerMillion": 8}, "capabilities": {"tools": True}},
+        {
+            "name": "small",
+            "backend": {"url": small_url},
+            "tier": 1,
+            "contextWindow": 8192,
+            "pricing": {"inputPerMillion": 0.1, "outputPerMillion": 0.4},
+        },
+        {
+            "name": "large",
+            "backend": {"url": large_url},
+            "tier": 2,
+            "contextWindow": 32768,
+            "pricing": {"inputPerMillion": 2, "outputPerMillion": 8},
+            "capabilities": {"tools": True},
+        },
     ]
-    return {"apiVersion": "tuneroute.io/v1alpha1", "kind": "ModelRoute", "metadata": {"name": "local"},
-            "spec": {"pool": pool, "policy": {"mode": mode}}}
+    return {
+        "apiVersion": "tuneroute.io/v1alpha1",
+        "kind": "ModelRoute",
+        "metadata": {"name": "local"},
+        "spec": {"pool": pool, "policy": {"mode": mode}},
+    }
 
 
 def test_operator_config_drives_the_real_router_and_edits_hot_reload(control_plane, operator, namespace, tmp_path):
-    from router_harness import Backend, Router, write_config
+    from tuneroute_testing.router_harness import Backend, Router, write_config
 
     cp = control_plane
     small, large = Backend("small", tmp_path).start(), Backend("large", tmp_path).start()
@@ -45,7 +60,9 @@ def test_operator_config_drives_the_real_router_and_edits_hot_reload(control_pla
         router = Router(write_config(tmp_path / "router.yaml", config), tmp_path)
         router.proc.start()
         client = openai.OpenAI(base_url=f"{router.base}/v1", api_key="unused")
-        reply = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": "Hi! What time is it in Paris?"}])
+        reply = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "Hi! What time is it in Paris?"}]
+        )
         assert reply.headers["x-tuneroute-model"] in ("small", "large")
         assert reply.parse().model in ("small", "large")
         assert {m.id for m in client.models.list()} >= {"auto", "small", "large"}
@@ -57,7 +74,15 @@ def test_operator_config_drives_the_real_router_and_edits_hot_reload(control_pla
         config = wait_until(lambda: (c := rendered()) and len(c["pool"]) == 1 and c, 60, "the re-rendered config")
         write_config(tmp_path / "router.yaml", config)
         wait_until(lambda: {m.id for m in client.models.list()} == {"auto", "small"}, 30, "the router to reload")
-        hard = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": "Prove that there are infinitely many primes, step by step, then write a Rust function that tests primality."}])
+        hard = client.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[
+                {
+                    "role": "user",
+                    "content": "Prove that there are infinitely many primes, step by step, then write a Rust function that tests primality.",
+                }
+            ],
+        )
         assert hard.headers["x-tuneroute-model"] == "small"  # the only model left serves everything
     finally:
         if router:

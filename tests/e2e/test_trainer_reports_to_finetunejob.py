@@ -13,20 +13,35 @@ import sys
 
 import pytest
 import yaml
-from control_plane import wait_until
-from helpers import REPO, apply, get, small_finetunejob, wait_phase
-from operator_process import service_account_kubeconfig
+
+from tuneroute_testing.control_plane import wait_until
+from tuneroute_testing.k8s import apply, get, small_finetunejob, wait_phase
+from tuneroute_testing.operator_process import service_account_kubeconfig
 
 pytestmark = pytest.mark.cluster
-sys.path.insert(0, str(REPO / "tests" / "trainer"))
 
 
-def test_trainer_progress_lands_in_status_and_kubectl_get_columns(control_plane, operator, namespace, storage, tmp_path):
-    from trainer_fixtures import DATA, save_tiny_model
+def test_trainer_progress_lands_in_status_and_kubectl_get_columns(
+    control_plane, operator, namespace, storage, tmp_path
+):
+    from tuneroute_testing.trainer_fixtures import DATA, save_tiny_model
 
     cp = control_plane
     storage()
-    apply(cp, namespace, small_finetunejob("tiny", training={"maxSteps": 12, "learningRate": 0.003, "batchSize": 4, "sequenceLength": 128, "precision": "fp32"}))
+    apply(
+        cp,
+        namespace,
+        small_finetunejob(
+            "tiny",
+            training={
+                "maxSteps": 12,
+                "learningRate": 0.003,
+                "batchSize": 4,
+                "sequenceLength": 128,
+                "precision": "fp32",
+            },
+        ),
+    )
     wait_phase(cp, namespace, "tiny", "Running")
     cm = get(cp, namespace, "configmap", "tiny-trainer")
     config = yaml.safe_load(cm["data"]["trainer.yaml"])
@@ -39,14 +54,22 @@ def test_trainer_progress_lands_in_status_and_kubectl_get_columns(control_plane,
     (tmp_path / "trainer.yaml").write_text(yaml.safe_dump(config))
 
     kubeconfig = service_account_kubeconfig(cp, namespace, "tiny-trainer", tmp_path / "kubeconfig")
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "TUNEROUTE_TERMINATION_LOG": str(tmp_path / "termination-log"),
-           "PYTHONPATH": str(REPO / "trainer-image")}
-    run = subprocess.run([sys.executable, "-m", "tuneroute_trainer", "--config", str(tmp_path / "trainer.yaml")],
-                         env=env, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "TUNEROUTE_TERMINATION_LOG": str(tmp_path / "termination-log")}
+    run = subprocess.run(
+        [sys.executable, "-m", "tuneroute_trainer", "--config", str(tmp_path / "trainer.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "forbidden" not in run.stderr.lower()
 
-    ftj = wait_until(lambda: (f := get(cp, namespace, "finetunejob", "tiny"))["status"].get("progress", {}).get("step") == 12 and f, 30, "the final progress report")
+    ftj = wait_until(
+        lambda: (f := get(cp, namespace, "finetunejob", "tiny"))["status"].get("progress", {}).get("step") == 12 and f,
+        30,
+        "the final progress report",
+    )
     progress = ftj["status"]["progress"]
     assert progress["totalSteps"] == 12 and progress["percent"] == 100
     assert progress["loss"] > 0 and progress["tokensPerSecond"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import yaml
+
 from tuneroute_operator.api.finetunejob import FineTuneJobSpec
 from tuneroute_operator.builders import finetunejob as build
 from tuneroute_operator.builders.common import Owner
@@ -41,7 +42,11 @@ def test_pvc_sources_are_mounted_once_read_only_unless_written(ftj_body):
     ftj_body["spec"]["dataset"] = {"pvc": "tuneroute-adapters", "path": "data/train.jsonl", "format": "chat"}
     cm, *_, job = _children(ftj_body)
     pod = job["spec"]["template"]["spec"]
-    claims = {v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
     assert claims == {"tuneroute-adapters": False, "models": True}
     config = TrainerConfig.model_validate(yaml.safe_load(cm["data"]["trainer.yaml"]))
     assert config.model.path == "/mnt/pvc/models/qwen3-30b"
@@ -57,10 +62,20 @@ def test_cpu_only_job_asks_for_no_gpu_and_settings_pick_the_image(ftj_body):
 
 def test_bad_input_exit_code_fails_the_job_without_retry_and_preemption_is_free(ftj_body):
     rules = _children(ftj_body)[-1]["spec"]["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]}}
+    assert rules[0] == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]},
+    }
     assert rules[1]["action"] == "Ignore" and rules[1]["onPodConditions"][0]["type"] == "DisruptionTarget"
 
 
 def test_trainer_role_is_scoped_to_this_finetunejobs_status(ftj_body):
     role = _children(ftj_body)[2]
-    assert role["rules"] == [{"apiGroups": ["tuneroute.io"], "resources": ["finetunejobs/status"], "resourceNames": ["qwen3-support"], "verbs": ["get", "patch"]}]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["tuneroute.io"],
+            "resources": ["finetunejobs/status"],
+            "resourceNames": ["qwen3-support"],
+            "verbs": ["get", "patch"],
+        }
+    ]

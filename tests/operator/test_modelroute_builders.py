@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+
 from tuneroute_operator.api.modelroute import ModelRouteSpec
 from tuneroute_operator.builders import modelroute as build
 from tuneroute_operator.builders.common import Owner
 from tuneroute_operator.settings import Settings
 
-SUCCEEDED = {"status": {"phase": "Succeeded", "adapter": {"name": "qwen3-support", "pvc": "tuneroute-adapters", "path": "adapters/qwen3-support"}}}
+SUCCEEDED = {
+    "status": {
+        "phase": "Succeeded",
+        "adapter": {"name": "qwen3-support", "pvc": "tuneroute-adapters", "path": "adapters/qwen3-support"},
+    }
+}
 
 
 def _resolve(body, ftjs):
@@ -45,14 +51,18 @@ def test_thresholds_wait_while_a_whole_tier_is_pending(route_body):
     route_body["spec"]["policy"]["fallbackOrder"] = []
     route_body["spec"]["policy"]["thresholds"] = [0.4, 0.8]
     spec = ModelRouteSpec.model_validate(route_body["spec"])
-    assert build.router_config(spec, _resolve(route_body, {"qwen3-support": None}), keys=False).policy.thresholds is None
-    assert build.router_config(spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}), keys=False).policy.thresholds == [0.4, 0.8]
+    assert (
+        build.router_config(spec, _resolve(route_body, {"qwen3-support": None}), keys=False).policy.thresholds is None
+    )
+    assert build.router_config(
+        spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}), keys=False
+    ).policy.thresholds == [0.4, 0.8]
 
 
 def test_examples_for_a_tier_no_entry_has_are_refused_by_the_routers_model(route_body):
     route_body["spec"]["policy"]["examples"] = [{"tier": 7, "prompts": ["hi"]}]
     spec = ModelRouteSpec.model_validate(route_body["spec"])
-    with pytest.raises(ValidationError, match="policy.examples"):
+    with pytest.raises(ValidationError, match=r"policy\.examples"):
         build.router_config(spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}), keys=False)
 
 
@@ -63,4 +73,8 @@ def test_config_checksum_is_on_the_deployment_not_the_pod_template(route_body):
     assert dep["metadata"]["annotations"]["tuneroute.io/config-hash"] == "abc123"
     assert "annotations" not in dep["spec"]["template"]["metadata"]  # hot reload, no rollout
     mounts = dep["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
-    assert {"name": "config", "mountPath": "/etc/tuneroute", "readOnly": True} in mounts  # no subPath: updates propagate
+    assert {
+        "name": "config",
+        "mountPath": "/etc/tuneroute",
+        "readOnly": True,
+    } in mounts  # no subPath: updates propagate

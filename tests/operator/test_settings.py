@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+
 from tuneroute_operator.__main__ import peering_priority
 from tuneroute_operator.settings import Settings
 
@@ -13,7 +14,11 @@ def test_settings_from_chart_environment(monkeypatch):
     monkeypatch.setenv("TUNEROUTE_TRAINER_IMAGE", "registry.local/trainer:1")
     monkeypatch.setenv("TUNEROUTE_LOG_FORMAT", "json")
     s = Settings()
-    assert s.namespaces == ["ml-team", "research"] and s.trainer_image == "registry.local/trainer:1" and s.log_format == "json"
+    assert (
+        s.namespaces == ["ml-team", "research"]
+        and s.trainer_image == "registry.local/trainer:1"
+        and s.log_format == "json"
+    )
 
 
 def test_empty_namespaces_means_cluster_wide(monkeypatch):

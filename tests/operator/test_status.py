@@ -7,7 +7,12 @@ from tuneroute_operator.status.finetunejob import attempts, phase_and_conditions
 
 
 def _job(conditions=(), **status):
-    return {"status": {"conditions": [{"type": t, "status": "True", "reason": r, "message": m} for t, r, m in conditions], **status}}
+    return {
+        "status": {
+            "conditions": [{"type": t, "status": "True", "reason": r, "message": m} for t, r, m in conditions],
+            **status,
+        }
+    }
 
 
 def _by_type(conds):
@@ -21,18 +26,46 @@ def test_no_job_yet_is_pending():
 
 def test_ready_pod_means_running():
     phase, conds, _ = phase_and_conditions(_job(active=1, ready=1), [], suspend=False)
-    assert phase == "Running" and _by_type(conds)["Running"].status is True and _by_type(conds)["Succeeded"].status is False
+    assert (
+        phase == "Running"
+        and _by_type(conds)["Running"].status is True
+        and _by_type(conds)["Succeeded"].status is False
+    )
 
 
 def test_complete_job_is_succeeded_and_ready():
-    phase, conds, _ = phase_and_conditions(_job([("Complete", "CompletionsReached", "")], succeeded=1), [], suspend=False)
+    phase, conds, _ = phase_and_conditions(
+        _job([("Complete", "CompletionsReached", "")], succeeded=1), [], suspend=False
+    )
     assert phase == "Succeeded" and _by_type(conds)["Ready"].status is True
 
 
 def test_failed_job_carries_the_latest_pods_termination_message():
     pods = [
-        {"metadata": {"name": "a"}, "status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 1, "finishedAt": "2026-01-01T00:00:01Z", "message": "old"}}}]}},
-        {"metadata": {"name": "b"}, "status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 1, "finishedAt": "2026-01-01T00:00:09Z", "message": "lora.rank: must be >= 1"}}}]}},
+        {
+            "metadata": {"name": "a"},
+            "status": {
+                "containerStatuses": [
+                    {"state": {"terminated": {"exitCode": 1, "finishedAt": "2026-01-01T00:00:01Z", "message": "old"}}}
+                ]
+            },
+        },
+        {
+            "metadata": {"name": "b"},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "state": {
+                            "terminated": {
+                                "exitCode": 1,
+                                "finishedAt": "2026-01-01T00:00:09Z",
+                                "message": "lora.rank: must be >= 1",
+                            }
+                        }
+                    }
+                ]
+            },
+        },
     ]
     job = _job([("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")], failed=2)
     phase, conds, message = phase_and_conditions(job, pods, suspend=False)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from router_harness import Backend
+from tuneroute_testing.router_harness import Backend
 
 
 @pytest.fixture(scope="module")

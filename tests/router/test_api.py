@@ -6,14 +6,24 @@ import httpx
 import openai
 import pytest
 
-from router_harness import base_config, start_router
+from tuneroute_testing.router_harness import base_config, start_router
 
 KEY = "sk-test-router-key"
 EASY = "What is the capital of France?"
-HARD = ("Prove that the sum of the reciprocals of the primes diverges, then derive an asymptotic "
-        "bound for the partial sums, explaining each step.")
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
-          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+HARD = (
+    "Prove that the sum of the reciprocals of the primes diverges, then derive an asymptotic "
+    "bound for the partial sums, explaining each step."
+)
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +33,9 @@ def router(tmp_mod, backends):
     (keys / "team-a").write_text(KEY + "\n")
     (keys / "team-b").write_text("sk-other\n")
     (keys / "..data").mkdir()  # Secret volume internals are not keys
-    r = start_router(tmp_mod, base_config(*backends, auth={"apiKeysPath": str(keys)},
-                                          server={"maxBodyBytes": 64 * 1024}))
+    r = start_router(
+        tmp_mod, base_config(*backends, auth={"apiKeysPath": str(keys)}, server={"maxBodyBytes": 64 * 1024})
+    )
     yield r
     r.proc.stop()
 
@@ -36,7 +47,8 @@ def client(router):
 
 def ask(client, text, **kw):
     raw = client.chat.completions.with_raw_response.create(
-        model=kw.pop("model", "auto"), messages=[{"role": "user", "content": text}], **kw)
+        model=kw.pop("model", "auto"), messages=[{"role": "user", "content": text}], **kw
+    )
     return raw.parse(), raw.headers
 
 
@@ -54,7 +66,9 @@ def test_easy_goes_to_the_cheap_model_and_hard_to_the_strong_one(client):
 
 def test_streaming_passes_chunks_through(client):
     with client.chat.completions.with_streaming_response.create(
-        model="auto", messages=[{"role": "user", "content": EASY}], stream=True,
+        model="auto",
+        messages=[{"role": "user", "content": EASY}],
+        stream=True,
         stream_options={"include_usage": True},
     ) as resp:
         assert resp.headers["x-tuneroute-model"] == "small"
@@ -91,8 +105,11 @@ def test_models_lists_virtual_model_and_pool(client):
 def test_missing_or_wrong_key_is_401_and_never_logged(router):
     for key in (None, "sk-wrong"):
         headers = {"authorization": f"Bearer {key}"} if key else {}
-        r = httpx.post(router.base + "/v1/chat/completions", headers=headers,
-                       json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+        r = httpx.post(
+            router.base + "/v1/chat/completions",
+            headers=headers,
+            json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+        )
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
     bad = openai.OpenAI(base_url=router.base + "/v1", api_key="sk-wrong", max_retries=0, timeout=30)
     with pytest.raises(openai.AuthenticationError):
@@ -103,18 +120,28 @@ def test_missing_or_wrong_key_is_401_and_never_logged(router):
     assert KEY not in log and "sk-other" not in log and "sk-wrong" not in log
 
 
-@pytest.mark.parametrize("body, status, code", [
-    (b"{not json", 400, "invalid_json"),
-    (b'["a list"]', 400, "invalid_json"),
-    (b'{"messages": [{"role": "user", "content": "hi"}]}', 400, "missing_model"),
-    (b'{"model": "auto"}', 400, "invalid_messages"),
-    (b'{"model": "auto", "messages": []}', 400, "invalid_messages"),
-    (b'{"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}', 404, "model_not_found"),
-    (b'{"model": "auto", "messages": [{"role": "user", "content": "' + b"x" * 70000 + b'"}]}', 413, "body_too_large"),
-])
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        (b"{not json", 400, "invalid_json"),
+        (b'["a list"]', 400, "invalid_json"),
+        (b'{"messages": [{"role": "user", "content": "hi"}]}', 400, "missing_model"),
+        (b'{"model": "auto"}', 400, "invalid_messages"),
+        (b'{"model": "auto", "messages": []}', 400, "invalid_messages"),
+        (b'{"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}', 404, "model_not_found"),
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "' + b"x" * 70000 + b'"}]}',
+            413,
+            "body_too_large",
+        ),
+    ],
+)
 def test_bad_requests_get_openai_style_errors(router, body, status, code):
-    r = httpx.post(router.base + "/v1/chat/completions", content=body,
-                   headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"})
+    r = httpx.post(
+        router.base + "/v1/chat/completions",
+        content=body,
+        headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"},
+    )
     assert r.status_code == status
     err = r.json()["error"]
     assert err["code"] == code and err["message"] and err["type"] == "invalid_request_error"

@@ -38,7 +38,9 @@ def test_embedding_is_deterministic_and_normalised(clf):
 
 
 def test_route_examples_find_the_nearest_tier(clf):
-    idx = ExampleIndex(clf.embedder, {1: ["Tell me a joke about dogs"], 2: ["Audit this Solidity contract for reentrancy"]})
+    idx = ExampleIndex(
+        clf.embedder, {1: ["Tell me a joke about dogs"], 2: ["Audit this Solidity contract for reentrancy"]}
+    )
     tier, sim = idx.nearest(clf.embedder.embed("Tell me a joke about cats"))
     assert tier == 1 and sim > 0.7
     assert idx.nearest(clf.embedder.embed("Audit this Solidity smart contract for reentrancy bugs"))[0] == 2

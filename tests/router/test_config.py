@@ -8,8 +8,14 @@ from tuneroute_router.config import ConfigError, RouterConfig, default_threshold
 
 POOL = [
     {"name": "small", "url": "http://small:8000/v1", "tier": 1, "contextWindow": 4096},
-    {"name": "large", "url": "http://large:8000/v1", "tier": 3, "contextWindow": 32768,
-     "capabilities": {"tools": True}, "pricing": {"inputPerMillion": 3, "outputPerMillion": 15}},
+    {
+        "name": "large",
+        "url": "http://large:8000/v1",
+        "tier": 3,
+        "contextWindow": 32768,
+        "capabilities": {"tools": True},
+        "pricing": {"inputPerMillion": 3, "outputPerMillion": 15},
+    },
 ]
 
 
@@ -29,6 +35,7 @@ def test_camel_case_and_defaults():
 
 def test_every_field_has_a_description():
     """The operator embeds these models in the CRD schema; undocumented fields show up blank."""
+
     def walk(schema, defs, path):
         for name, prop in schema.get("properties", {}).items():
             assert prop.get("description"), f"{path}.{name} has no description"
@@ -36,26 +43,30 @@ def test_every_field_has_a_description():
             if "properties" in sub and name not in seen:
                 seen.add(name)
                 walk(sub, {}, name)
+
     seen: set = set()
     s = RouterConfig.model_json_schema(by_alias=True)
     walk(s, s.get("$defs", {}), "RouterConfig")
     assert {"PoolModel", "Policy", "Pricing", "Dispatch"} <= seen
 
 
-@pytest.mark.parametrize("patch, field", [
-    ({"pool": POOL + [POOL[0]]}, "duplicate model names"),
-    ({"pool": []}, "pool"),
-    ({"pool": POOL, "policy": {"thresholds": [0.7, 0.3]}}, "ascending"),
-    ({"pool": POOL, "policy": {"thresholds": [0.3, 0.7]}}, "policy.thresholds: need 1 cut points"),
-    ({"pool": POOL, "policy": {"fallbackOrder": ["nope"]}}, "fallbackOrder"),
-    ({"pool": POOL, "policy": {"defaultModel": "nope"}}, "defaultModel"),
-    ({"pool": POOL, "policy": {"examples": [{"tier": 2, "prompts": ["x"]}]}}, "tiers [2]"),
-    ({"pool": POOL, "policy": {"mode": "cheap"}}, "policy.mode"),
-    ({"pool": POOL, "virtualModel": "small"}, "collides"),
-    ({"pool": [{**POOL[0], "tier": 11}]}, "pool.0.tier"),
-    ({"pool": [{**POOL[0], "url": "small:8000"}]}, "pool.0.url"),
-    ({"pool": POOL, "unknownKey": 1}, "unknownKey"),
-])
+@pytest.mark.parametrize(
+    "patch, field",
+    [
+        ({"pool": POOL + [POOL[0]]}, "duplicate model names"),
+        ({"pool": []}, "pool"),
+        ({"pool": POOL, "policy": {"thresholds": [0.7, 0.3]}}, "ascending"),
+        ({"pool": POOL, "policy": {"thresholds": [0.3, 0.7]}}, "policy.thresholds: need 1 cut points"),
+        ({"pool": POOL, "policy": {"fallbackOrder": ["nope"]}}, "fallbackOrder"),
+        ({"pool": POOL, "policy": {"defaultModel": "nope"}}, "defaultModel"),
+        ({"pool": POOL, "policy": {"examples": [{"tier": 2, "prompts": ["x"]}]}}, "tiers [2]"),
+        ({"pool": POOL, "policy": {"mode": "cheap"}}, "policy.mode"),
+        ({"pool": POOL, "virtualModel": "small"}, "collides"),
+        ({"pool": [{**POOL[0], "tier": 11}]}, "pool.0.tier"),
+        ({"pool": [{**POOL[0], "url": "small:8000"}]}, "pool.0.url"),
+        ({"pool": POOL, "unknownKey": 1}, "unknownKey"),
+    ],
+)
 def test_invalid_configs_name_the_field(patch, field):
     with pytest.raises(ConfigError) as e:
         parse_config(patch)
@@ -86,9 +97,10 @@ def test_config_module_stays_light():
     """The operator imports config.py; it must not drag in the classifier or HTTP stack."""
     import subprocess
 
-    code = ("import sys, tuneroute_router.config; "
-            "bad = [m for m in ('wordllama', 'httpx', 'numpy', 'tokenizers', 'starlette') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[2] / "router-image")})
+    code = (
+        "import sys, tuneroute_router.config; "
+        "bad = [m for m in ('wordllama', 'httpx', 'numpy', 'tokenizers', 'starlette') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

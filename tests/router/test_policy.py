@@ -8,18 +8,37 @@ from tuneroute_router.features import view_chat
 
 
 def cfg(**policy_kw):
-    return parse_config({
-        "pool": [
-            {"name": "s", "url": "http://s/v1", "tier": 1, "contextWindow": 2000},
-            {"name": "m", "url": "http://m/v1", "tier": 2, "contextWindow": 8000, "capabilities": {"tools": True},
-             "pricing": {"inputPerMillion": 1}},
-            {"name": "m-cheap", "url": "http://mc/v1", "tier": 2, "contextWindow": 8000,
-             "pricing": {"inputPerMillion": 0.01}},
-            {"name": "l", "url": "http://l/v1", "tier": 3, "contextWindow": 100000,
-             "capabilities": {"tools": True, "vision": True}, "pricing": {"inputPerMillion": 5}},
-        ],
-        "policy": {"thresholds": [0.4, 0.7], **policy_kw},
-    })
+    return parse_config(
+        {
+            "pool": [
+                {"name": "s", "url": "http://s/v1", "tier": 1, "contextWindow": 2000},
+                {
+                    "name": "m",
+                    "url": "http://m/v1",
+                    "tier": 2,
+                    "contextWindow": 8000,
+                    "capabilities": {"tools": True},
+                    "pricing": {"inputPerMillion": 1},
+                },
+                {
+                    "name": "m-cheap",
+                    "url": "http://mc/v1",
+                    "tier": 2,
+                    "contextWindow": 8000,
+                    "pricing": {"inputPerMillion": 0.01},
+                },
+                {
+                    "name": "l",
+                    "url": "http://l/v1",
+                    "tier": 3,
+                    "contextWindow": 100000,
+                    "capabilities": {"tools": True, "vision": True},
+                    "pricing": {"inputPerMillion": 5},
+                },
+            ],
+            "policy": {"thresholds": [0.4, 0.7], **policy_kw},
+        }
+    )
 
 
 def chat(text, **extra):
@@ -57,8 +76,18 @@ def test_tools_need_a_tool_capable_model():
 
 
 def test_images_need_vision_and_context_must_fit():
-    img = {"model": "auto", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": "data:,"}}]}]}
+    img = {
+        "model": "auto",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this"},
+                    {"type": "image_url", "image_url": {"url": "data:,"}},
+                ],
+            }
+        ],
+    }
     assert [m.name for m in decide(cfg(), img, 0.0).candidates] == ["l"]
     long = chat("word " * 4000)  # ~5000 tokens: too big for s (2000)
     assert "s" not in [m.name for m in decide(cfg(), long, 0.0).candidates]

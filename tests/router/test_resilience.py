@@ -7,7 +7,7 @@ import openai
 import pytest
 import yaml
 
-from router_harness import Backend, base_config, start_router, wait_for, write_config
+from tuneroute_testing.router_harness import Backend, base_config, start_router, wait_for, write_config
 
 EASY = "What is the capital of France?"
 
@@ -42,8 +42,9 @@ def test_killed_backend_falls_back_opens_circuit_and_recovers(tmp_path, pair):
         assert router.metric("tuneroute_circuit_open", model="small") == 1
 
         small.proc.start()  # same port: the pod came back
-        wait_for(lambda: ask(router)[0].model == "small", timeout=20, interval=0.2,
-                 what="circuit to close after cooldown")
+        wait_for(
+            lambda: ask(router)[0].model == "small", timeout=20, interval=0.2, what="circuit to close after cooldown"
+        )
         assert router.metric("tuneroute_circuit_open", model="small") == 0
     finally:
         router.proc.stop()
@@ -72,8 +73,10 @@ def test_no_backend_left_is_a_clear_503(tmp_path, pair):
     try:
         small.proc.kill()
         large.proc.kill()
-        r = httpx.post(router.base + "/v1/chat/completions",
-                       json={"model": "auto", "messages": [{"role": "user", "content": EASY}]})
+        r = httpx.post(
+            router.base + "/v1/chat/completions",
+            json={"model": "auto", "messages": [{"role": "user", "content": EASY}]},
+        )
         assert r.status_code == 502 and r.json()["error"]["code"] == "backend_unreachable"
         assert r.headers["x-tuneroute-attempts"] == "2"
     finally:
@@ -89,8 +92,9 @@ def test_a_busy_backend_spills_over_instead_of_queueing(tmp_path, pair):
 
     async def burst():
         c = openai.AsyncOpenAI(base_url=router.base + "/v1", api_key="unused", max_retries=0, timeout=30)
-        return await asyncio.gather(*[
-            c.chat.completions.create(model="auto", messages=[{"role": "user", "content": EASY}]) for _ in range(3)])
+        return await asyncio.gather(
+            *[c.chat.completions.create(model="auto", messages=[{"role": "user", "content": EASY}]) for _ in range(3)]
+        )
 
     try:
         served = sorted(r.model for r in asyncio.run(burst()))
@@ -106,18 +110,20 @@ def test_bad_reload_keeps_the_old_config_and_a_good_one_applies(tmp_path, pair):
     try:
         path = router.config_path
         path.write_text("pool: [this is: not valid")
-        wait_for(lambda: router.metric("tuneroute_config_reloads_total", result="refused") == 1,
-                 what="refused reload")
+        wait_for(lambda: router.metric("tuneroute_config_reloads_total", result="refused") == 1, what="refused reload")
         write_config(path, {**cfg, "pool": [{**cfg["pool"][0], "tier": 99}]})
-        wait_for(lambda: router.metric("tuneroute_config_reloads_total", result="refused") == 2,
-                 what="second refused reload")
+        wait_for(
+            lambda: router.metric("tuneroute_config_reloads_total", result="refused") == 2, what="second refused reload"
+        )
         assert "pool.0.tier" in router.log_path.read_text()
         assert ask(router)[0].model == "small"  # still serving with the old config
         assert httpx.get(router.base + "/readyz").status_code == 200
 
         write_config(path, {**cfg, "virtualModel": "router"})
-        wait_for(lambda: [m["id"] for m in httpx.get(router.base + "/v1/models").json()["data"]][0] == "router",
-                 what="new config")
+        wait_for(
+            lambda: next(m["id"] for m in httpx.get(router.base + "/v1/models").json()["data"]) == "router",
+            what="new config",
+        )
         assert ask(router, model="router")[0].model == "small"
         with pytest.raises(openai.NotFoundError):
             ask(router, model="auto")
@@ -145,12 +151,11 @@ def test_invalid_config_at_start_exits_with_the_field_named(tmp_path):
     import subprocess
     import sys
 
-    from router_harness import REPO
-
     p = tmp_path / "router.yaml"
     p.write_text(yaml.safe_dump({"pool": [{"name": "a", "url": "http://a/v1", "tier": 0, "contextWindow": 1}]}))
-    r = subprocess.run([sys.executable, "-m", "tuneroute_router", "--config", str(p)], capture_output=True, text=True,
-                       env={"PYTHONPATH": str(REPO / "router-image")}, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "tuneroute_router", "--config", str(p)], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 2 and "pool.0.tier" in r.stderr
 
 
@@ -161,7 +166,8 @@ def test_streaming_request_falls_back_before_the_first_byte(tmp_path, pair):
     try:
         c = openai.OpenAI(base_url=router.base + "/v1", api_key="unused", max_retries=0, timeout=30)
         with c.chat.completions.with_streaming_response.create(
-                model="auto", messages=[{"role": "user", "content": EASY}], stream=True) as resp:
+            model="auto", messages=[{"role": "user", "content": EASY}], stream=True
+        ) as resp:
             assert resp.headers["x-tuneroute-model"] == "large" and resp.headers["x-tuneroute-attempts"] == "2"
             text = "".join(ch.choices[0].delta.content or "" for ch in resp.parse() if ch.choices)
         assert text == "I am large"
@@ -173,9 +179,11 @@ def test_rotated_api_keys_apply_without_restart(tmp_path, pair):
     small, large = pair
     keys = tmp_path / "keys"
     keys.write_text("sk-old\n")
-    router = start_router(tmp_path, base_config(small, large, auth={"apiKeysPath": str(keys)},
-                                                server={"logPrompts": True}))
+    router = start_router(
+        tmp_path, base_config(small, large, auth={"apiKeysPath": str(keys)}, server={"logPrompts": True})
+    )
     try:
+
         def status(key):
             return httpx.get(router.base + "/v1/models", headers={"authorization": f"Bearer {key}"}).status_code
 
@@ -200,11 +208,15 @@ def test_a_stream_that_breaks_midway_is_reported_not_papered_over(tmp_path, pair
         c = openai.OpenAI(base_url=router.base + "/v1", api_key="unused", max_retries=0, timeout=30)
         got = []
         with pytest.raises((httpx.HTTPError, openai.APIError)):
-            for ch in c.chat.completions.create(model="auto", messages=[{"role": "user", "content": EASY}], stream=True):
+            for ch in c.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": EASY}], stream=True
+            ):
                 got.append(ch.choices[0].delta.content)
         assert got == ["I"]  # the first chunk arrived before the backend died
-        wait_for(lambda: router.metric("tuneroute_requests_total", model="small", outcome="stream_broken") == 1,
-                 what="broken stream to be counted")
+        wait_for(
+            lambda: router.metric("tuneroute_requests_total", model="small", outcome="stream_broken") == 1,
+            what="broken stream to be counted",
+        )
         assert router.decision_lines()[-1]["stream_broken"] is True
     finally:
         router.proc.stop()
@@ -224,7 +236,7 @@ def _configmap_publish(cm, cfg: dict, version: int) -> None:
 
 
 def test_configmap_symlink_swap_is_picked_up(tmp_path, pair):
-    from router_harness import Router
+    from tuneroute_testing.router_harness import Router
 
     small, large = pair
     cm = tmp_path / "tuneroute"
@@ -237,8 +249,10 @@ def test_configmap_symlink_swap_is_picked_up(tmp_path, pair):
         assert ask(router)[0].model == "small"
         # the route now sends everything to the large model: one tier only
         _configmap_publish(cm, {**cfg, "pool": [cfg["pool"][1]]}, 2)
-        wait_for(lambda: [m["id"] for m in httpx.get(router.base + "/v1/models").json()["data"]] == ["auto", "large"],
-                 what="swapped ConfigMap to apply")
+        wait_for(
+            lambda: [m["id"] for m in httpx.get(router.base + "/v1/models").json()["data"]] == ["auto", "large"],
+            what="swapped ConfigMap to apply",
+        )
         assert ask(router)[0].model == "large"
     finally:
         router.proc.stop()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer_fixtures import DATA, save_tiny_model, trainer_config, write_config
+from tuneroute_testing.trainer_fixtures import DATA, save_tiny_model, trainer_config, write_config
 from tuneroute_trainer import train
 from tuneroute_trainer.cli import main
 
@@ -31,10 +31,14 @@ def _file_as_parent(tmp_path, model_dir):
 CASES = {
     "unknown model type": (_unknown_model, "model.path: unsupported model"),
     "rank 0": (lambda t, m: {"lora": {"rank": 0}}, "lora.rank: Input should be greater than or equal to 1"),
-    "missing dataset file": (lambda t, m: {"dataset": {"path": "/nope/train.jsonl", "format": "chat"}},
-                             "dataset.path: file /nope/train.jsonl not found"),
-    "wrong columns": (lambda t, m: {"dataset": {"path": str(DATA / "completion.jsonl"), "format": "chat"}},
-                      "dataset.format: format 'chat' needs column(s) messages; found completion, prompt"),
+    "missing dataset file": (
+        lambda t, m: {"dataset": {"path": "/nope/train.jsonl", "format": "chat"}},
+        "dataset.path: file /nope/train.jsonl not found",
+    ),
+    "wrong columns": (
+        lambda t, m: {"dataset": {"path": str(DATA / "completion.jsonl"), "format": "chat"}},
+        "dataset.format: format 'chat' needs column(s) messages; found completion, prompt",
+    ),
     "unwritable output": (_file_as_parent, "output.dir:"),
     "no such target module": (lambda t, m: {"lora": {"targetModules": ["nope_proj"]}}, "lora.targetModules:"),
     "triton without gpu": (lambda t, m: {"lora": {"kernel": "triton"}}, "lora.kernel: triton needs a CUDA device"),

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from trainer_fixtures import DATA
+from tuneroute_testing.trainer_fixtures import DATA
 from tuneroute_trainer.config import DatasetSource
 from tuneroute_trainer.data import load_rows
 from tuneroute_trainer.errors import InputError
@@ -20,7 +20,7 @@ def test_instruction_rows_become_prompt_completion():
 def test_directory_of_parquet_files(tmp_path):
     import datasets
 
-    rows = [json.loads(l) for l in (DATA / "preference.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (DATA / "preference.jsonl").read_text().splitlines()]
     for i in range(2):
         datasets.Dataset.from_list(rows[i * 10 : (i + 1) * 10]).to_parquet(str(tmp_path / f"part-{i}.parquet"))
     ds = load_rows(DatasetSource(path=str(tmp_path), format="preference"))

@@ -5,7 +5,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import layer as peft_layer
 
-from trainer_models import ARCHS, tiny_model
+from tuneroute_testing.tiny_models import ARCHS, tiny_model
 from tuneroute_trainer.moe_lora import enable_fused_moe_lora, experts_target_parameters
 from tuneroute_trainer.moe_lora.factors import LoraFactors
 from tuneroute_trainer.moe_lora.grouped import grouped_linear
@@ -19,8 +19,13 @@ MODEL_TOL = dict(atol=1e-5, rtol=1e-4)
 def _peft_model(arch):
     base = tiny_model(arch)
     attn = ["q_a_proj"] if arch == "deepseek_v3" else ["q_proj"]
-    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=attn, target_parameters=experts_target_parameters(base),
-                     init_lora_weights=False)  # random A and B, so the LoRA term is not zero
+    cfg = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=attn,
+        target_parameters=experts_target_parameters(base),
+        init_lora_weights=False,
+    )  # random A and B, so the LoRA term is not zero
     torch.manual_seed(1)
     return get_peft_model(base, cfg)
 
@@ -112,8 +117,13 @@ def _oracle_op(x, w, a, bt, s, idx):
 # per-expert fallback); the triton kernel also takes fp16 and bf16 (upcast under the interpreter)
 @pytest.mark.parametrize(
     "kernel, dtype, r",
-    [("grouped", torch.float32, 4), ("grouped", torch.float32, 3), ("triton", torch.float32, 3),
-     ("triton", torch.float16, 4), ("triton", torch.bfloat16, 4)],
+    [
+        ("grouped", torch.float32, 4),
+        ("grouped", torch.float32, 3),
+        ("triton", torch.float32, 3),
+        ("triton", torch.float16, 4),
+        ("triton", torch.bfloat16, 4),
+    ],
 )
 def test_linear_op_forward_and_gradients_match_oracle(kernel, dtype, r):
     from tuneroute_trainer.moe_lora.triton_ops import triton_linear

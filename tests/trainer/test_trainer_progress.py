@@ -30,7 +30,9 @@ class FakeApi:
 def test_reporter_patches_the_finetunejob_status_and_throttles():
     now = [0.0]
     api = FakeApi()
-    rep = StatusReporter(ReportSpec(namespace="team-a", name="ft-1", interval_seconds=10), api=api, clock=lambda: now[0])
+    rep = StatusReporter(
+        ReportSpec(namespace="team-a", name="ft-1", interval_seconds=10), api=api, clock=lambda: now[0]
+    )
     assert rep.report({"step": 1}) is True
     now[0] = 5
     assert rep.report({"step": 2}) is False  # within the interval

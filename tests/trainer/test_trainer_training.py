@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer_fixtures import save_tiny_model, trainer_config, write_config
+from tuneroute_testing.trainer_fixtures import save_tiny_model, trainer_config, write_config
 from tuneroute_trainer.cli import main
 from tuneroute_trainer.moe_lora import enable_fused_moe_lora
-
-TRAINER_ROOT = Path(__file__).resolve().parents[2] / "trainer-image"
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +23,8 @@ def models(tmp_path_factory):
 
 def _run(tmp_path, capsys, cfg) -> tuple[int, list[dict]]:
     rc = main(["--config", str(write_config(tmp_path / "config.json", cfg))])
-    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{\"event\"")]
-    return rc, [l for l in lines if l["event"] == "progress"]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"event"')]
+    return rc, [line for line in lines if line["event"] == "progress"]
 
 
 def _manifest(out: Path) -> dict:
@@ -103,7 +101,7 @@ def test_dpo_on_preference_data_prefers_chosen_answers(models, tmp_path, capsys)
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainer_fixtures import DATA
+    from tuneroute_testing.trainer_fixtures import DATA
 
     out = tmp_path / "out"
     cfg = trainer_config(models["qwen3_moe"], out, fmt="preference", training={"maxSteps": 16, "learningRate": 1e-2})
@@ -114,7 +112,7 @@ def test_dpo_on_preference_data_prefers_chosen_answers(models, tmp_path, capsys)
     # policy == reference at the start: loss ~ log 2 (plus the router's small aux loss)
     assert progress[0]["loss"] == pytest.approx(0.6931, abs=0.05)
 
-    rows = [json.loads(l) for l in (DATA / "preference.jsonl").read_text().splitlines()][:16]
+    rows = [json.loads(line) for line in (DATA / "preference.jsonl").read_text().splitlines()][:16]
     tok = AutoTokenizer.from_pretrained(out)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(models["qwen3_moe"]), out).eval()
     enable_fused_moe_lora(model, "grouped")
@@ -156,9 +154,14 @@ def test_sigterm_saves_a_checkpoint_and_the_next_run_resumes(models, tmp_path, c
     term = tmp_path / "term.log"
     cfg = trainer_config(models["qwen3_moe"], out, training={"maxSteps": 500}, checkpoint={"everySteps": 1000})
     config = write_config(tmp_path / "config.json", cfg)
-    env = {**os.environ, "TUNEROUTE_TERMINATION_LOG": str(term), "PYTHONPATH": str(TRAINER_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "tuneroute_trainer", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    env = {**os.environ, "TUNEROUTE_TERMINATION_LOG": str(term)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuneroute_trainer", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     try:
         for line in proc.stdout:
             if line.startswith('{"event": "progress"') and json.loads(line)["step"] >= 3:

@@ -71,9 +71,7 @@ class LoraSpec(_Spec):
         min_length=1,
         description="Names of the linear (attention) modules that get LoRA.",
     )
-    experts: bool = Field(
-        True, description="Also put LoRA on the MoE experts' fused weights (PEFT target_parameters)."
-    )
+    experts: bool = Field(True, description="Also put LoRA on the MoE experts' fused weights (PEFT target_parameters).")
     kernel: Literal["auto", "triton", "grouped", "loop", "peft"] = Field(
         "auto",
         description=(
@@ -89,7 +87,9 @@ class TrainingSpec(_Spec):
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (AdamW).")
     batch_size: int = Field(1, ge=1, description="Sequences per device per micro-batch.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    sequence_length: int = Field(2048, ge=16, le=131072, description="Maximum tokens per sequence (longer ones are truncated).")
+    sequence_length: int = Field(
+        2048, ge=16, le=131072, description="Maximum tokens per sequence (longer ones are truncated)."
+    )
     precision: Literal["bf16", "fp16", "fp32"] = Field(
         "bf16", description="Compute precision of the base model (fp32 is used on CPU whatever is asked)."
     )
@@ -121,7 +121,9 @@ class ReportSpec(_Spec):
 class TrainerConfig(_Spec):
     model: ModelSource = Field(..., description="Base model to fine-tune.")
     dataset: DatasetSource = Field(..., description="Training data.")
-    method: Literal["sft", "dpo"] = Field("sft", description="sft = supervised fine-tuning, dpo = preference optimisation.")
+    method: Literal["sft", "dpo"] = Field(
+        "sft", description="sft = supervised fine-tuning, dpo = preference optimisation."
+    )
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA adapter shape and kernel.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation hyper-parameters.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpointing and resume.")
@@ -131,7 +133,9 @@ class TrainerConfig(_Spec):
     @model_validator(mode="after")
     def _cross_field(self) -> TrainerConfig:
         if self.lora.experts and self.lora.dropout > 0:
-            raise ValueError("lora.dropout: must be 0 when lora.experts is true (PEFT has no dropout on expert weights)")
+            raise ValueError(
+                "lora.dropout: must be 0 when lora.experts is true (PEFT has no dropout on expert weights)"
+            )
         if self.method == "dpo" and self.dataset.format != "preference":
             raise ValueError("dataset.format: method dpo needs the preference format")
         if self.method == "sft" and self.dataset.format == "preference":

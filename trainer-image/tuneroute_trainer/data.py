@@ -59,7 +59,9 @@ def to_trl_columns(ds, fmt: str):
     match = next((need for need in REQUIRED[fmt] if set(need) <= cols), None)
     if match is None:
         wanted = " or ".join("+".join(n) for n in REQUIRED[fmt])
-        raise InputError("dataset.format", f"format {fmt!r} needs column(s) {wanted}; found {', '.join(sorted(cols)) or 'none'}")
+        raise InputError(
+            "dataset.format", f"format {fmt!r} needs column(s) {wanted}; found {', '.join(sorted(cols)) or 'none'}"
+        )
     if len(ds) == 0:
         raise InputError("dataset", "the dataset has no rows")
     if fmt == "instruction":
@@ -67,7 +69,10 @@ def to_trl_columns(ds, fmt: str):
     else:
         ds = ds.select_columns(list(match))
     if fmt == "chat":
-        bad = next((i for i, m in enumerate(ds["messages"]) if not m or not all("role" in t and "content" in t for t in m)), None)
+        bad = next(
+            (i for i, m in enumerate(ds["messages"]) if not m or not all("role" in t and "content" in t for t in m)),
+            None,
+        )
         if bad is not None:
             raise InputError("dataset.format", f"row {bad}: messages must be a non-empty list of {{role, content}}")
     return ds

@@ -73,7 +73,9 @@ def load_base_model(src: ModelSource, config, training: TrainingSpec):
     try:
         model = AutoModelForCausalLM.from_pretrained(name, config=config, dtype=compute_dtype(training), **kw)
     except ValueError as e:  # a config class with no causal-LM head
-        raise InputError(field, f"model type {config.model_type!r} has no causal LM: {str(e).splitlines()[0][:200]}") from e
+        raise InputError(
+            field, f"model type {config.model_type!r} has no causal LM: {str(e).splitlines()[0][:200]}"
+        ) from e
     return model.to(device())
 
 

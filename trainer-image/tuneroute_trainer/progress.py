@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .config import ReportSpec
 
@@ -15,8 +15,16 @@ log = logging.getLogger("tuneroute_trainer")
 GROUP, VERSION, PLURAL = "tuneroute.io", "v1alpha1", "finetunejobs"
 
 
-def progress_snapshot(step: int, total: int, loss: float | None, tokens: int, elapsed: float, epoch: float | None,
-                      start_step: int = 0, start_tokens: int = 0) -> dict:
+def progress_snapshot(
+    step: int,
+    total: int,
+    loss: float | None,
+    tokens: int,
+    elapsed: float,
+    epoch: float | None,
+    start_step: int = 0,
+    start_tokens: int = 0,
+) -> dict:
     """Pure: the status.progress object (camelCase) from counters; rates use this process's share only."""
     done = max(step - start_step, 0)
     rate = done / elapsed if elapsed > 0 else 0.0
@@ -29,7 +37,7 @@ def progress_snapshot(step: int, total: int, loss: float | None, tokens: int, el
         "tokensPerSecond": round(tps, 1),
         "etaSeconds": round((total - step) / rate, 1) if rate > 0 else None,
         "epoch": None if epoch is None else round(float(epoch), 4),
-        "updatedAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "updatedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     return {k: v for k, v in snap.items() if v is not None}
 
@@ -59,7 +67,11 @@ class StatusReporter:
         self._last = now
         try:
             self._client().patch_namespaced_custom_object_status(
-                GROUP, VERSION, self.spec.namespace, PLURAL, self.spec.name,
+                GROUP,
+                VERSION,
+                self.spec.namespace,
+                PLURAL,
+                self.spec.name,
                 {"status": {"progress": progress}},
                 _content_type="application/merge-patch+json",
             )
@@ -80,8 +92,16 @@ def make_callback(reporter: StatusReporter | None):
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
             loss = logs.get("loss", logs.get("train_loss"))
-            snap = progress_snapshot(state.global_step, state.max_steps, loss, state.num_input_tokens_seen,
-                                     time.monotonic() - self.t0, state.epoch, self.step0, self.tok0)
+            snap = progress_snapshot(
+                state.global_step,
+                state.max_steps,
+                loss,
+                state.num_input_tokens_seen,
+                time.monotonic() - self.t0,
+                state.epoch,
+                self.step0,
+                self.tok0,
+            )
             self.last = snap
             print(json.dumps({"event": "progress", **snap}), file=sys.stdout, flush=True)
             if reporter is not None:

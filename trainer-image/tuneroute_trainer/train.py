@@ -7,7 +7,7 @@ import os
 import shutil
 import signal
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .config import TrainerConfig
@@ -157,13 +157,15 @@ def run(cfg: TrainerConfig) -> dict:
     if cfg.method == "dpo":
         from trl import DPOTrainer
 
-        trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             callbacks=callbacks)
+        trainer = DPOTrainer(
+            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
+        )
     else:
         from trl import SFTTrainer
 
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             callbacks=callbacks)
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
+        )
 
     from transformers.trainer_callback import PrinterCallback
 
@@ -206,7 +208,11 @@ def _manifest(cfg, kernel, resume, state, result, losses, elapsed, dev) -> dict:
             "runtimeSeconds": round(elapsed, 3),
             "device": dev,
         },
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "peft": peft.__version__, "trl": trl.__version__},
-        "completedAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+            "trl": trl.__version__,
+        },
+        "completedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

@@ -24,16 +24,22 @@ class ApiModel(BaseModel):
 
 
 class SecretKeyRef(ApiModel):
-    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Name of a Secret in the resource's namespace.")
+    name: str = Field(
+        max_length=253, pattern=DNS_SUBDOMAIN, description="Name of a Secret in the resource's namespace."
+    )
     key: str = Field(max_length=253, description="Key within the Secret.")
 
 
 class SecretRef(ApiModel):
-    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Name of a Secret in the resource's namespace.")
+    name: str = Field(
+        max_length=253, pattern=DNS_SUBDOMAIN, description="Name of a Secret in the resource's namespace."
+    )
 
 
 class Toleration(ApiModel):
-    key: str | None = Field(None, max_length=316, description="Taint key the toleration applies to; empty matches all keys.")
+    key: str | None = Field(
+        None, max_length=316, description="Taint key the toleration applies to; empty matches all keys."
+    )
     operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists or Equal.")
     value: str | None = Field(None, max_length=63, description="Taint value to match when operator is Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
@@ -49,5 +55,7 @@ class Condition(ApiModel):
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(max_length=1024, description="One CamelCase word that says why.")
     message: str = Field("", max_length=32768, description="Human-readable details.")
-    last_transition_time: str = Field(description="When status last changed (RFC 3339).", json_schema_extra={"format": "date-time"})
+    last_transition_time: str = Field(
+        description="When status last changed (RFC 3339).", json_schema_extra={"format": "date-time"}
+    )
     observed_generation: int | None = Field(None, description="metadata.generation this condition was computed from.")

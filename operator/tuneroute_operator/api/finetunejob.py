@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
+
 from tuneroute_trainer.config import CheckpointSpec, DatasetSource, LoraSpec, TrainerConfig, TrainingSpec
 
 from .common import DNS_LABEL, DNS_SUBDOMAIN, QUANTITY, ApiModel, Condition, SecretKeyRef, SecretRef, Toleration
@@ -30,10 +31,19 @@ class BaseModelSpec(ApiModel):
     """Where the base model's weights come from: a Hugging Face id, or a directory on a PVC."""
 
     model_config = {"json_schema_extra": {"x-kubernetes-validations": EXACTLY_ONE_SOURCE}}
-    id: str | None = Field(None, max_length=256, pattern=HF_ID, description="Hugging Face model id, e.g. Qwen/Qwen3-30B-A3B.")
+    id: str | None = Field(
+        None, max_length=256, pattern=HF_ID, description="Hugging Face model id, e.g. Qwen/Qwen3-30B-A3B."
+    )
     revision: str = Field("main", max_length=128, description="Hugging Face revision (branch, tag or commit) of id.")
-    pvc: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN, description="PersistentVolumeClaim holding the model, mounted read-only.")
-    path: str | None = Field(None, max_length=1024, pattern=r"^[^/].*$", description="Directory of the model inside pvc (relative).")
+    pvc: str | None = Field(
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="PersistentVolumeClaim holding the model, mounted read-only.",
+    )
+    path: str | None = Field(
+        None, max_length=1024, pattern=r"^[^/].*$", description="Directory of the model inside pvc (relative)."
+    )
 
 
 class DatasetSpec(ApiModel):
@@ -41,10 +51,22 @@ class DatasetSpec(ApiModel):
 
     model_config = {"json_schema_extra": {"x-kubernetes-validations": EXACTLY_ONE_SOURCE}}
     id: str | None = Field(None, max_length=256, pattern=HF_ID, description="Hugging Face dataset id.")
-    pvc: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN, description="PersistentVolumeClaim holding the data, mounted read-only.")
-    path: str | None = Field(None, max_length=1024, pattern=r"^[^/].*$", description="File or directory inside pvc (relative): json, jsonl or parquet.")
+    pvc: str | None = Field(
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="PersistentVolumeClaim holding the data, mounted read-only.",
+    )
+    path: str | None = Field(
+        None,
+        max_length=1024,
+        pattern=r"^[^/].*$",
+        description="File or directory inside pvc (relative): json, jsonl or parquet.",
+    )
     split: str = Field("train", max_length=64, description="Dataset split to train on.")
-    format: DatasetFormat = Field(description="Record layout: chat (messages), instruction (instruction/input/output), completion (prompt/completion), preference (prompt/chosen/rejected; for dpo).")
+    format: DatasetFormat = Field(
+        description="Record layout: chat (messages), instruction (instruction/input/output), completion (prompt/completion), preference (prompt/chosen/rejected; for dpo)."
+    )
 
 
 class ResourcesSpec(ApiModel):
@@ -53,40 +75,87 @@ class ResourcesSpec(ApiModel):
     gpus: int = Field(1, ge=0, le=16, description="GPUs per training pod (0 trains on the CPU: tiny models only).")
     gpu_resource: str = Field("nvidia.com/gpu", max_length=253, description="Extended resource name of the GPU.")
     cpu: str | None = Field(None, max_length=32, pattern=QUANTITY, description="CPU request and limit, e.g. '8'.")
-    memory: str | None = Field(None, max_length=32, pattern=QUANTITY, description="Memory request and limit, e.g. 64Gi.")
-    shared_memory: str = Field("16Gi", max_length=32, pattern=QUANTITY, description="Size of the memory-backed /dev/shm (data loader workers, NCCL).")
-    node_selector: dict[str, str] = Field(default_factory=dict, max_length=32, description="Node labels the pod must match.")
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Taints the pod tolerates (GPU nodes are often tainted).")
+    memory: str | None = Field(
+        None, max_length=32, pattern=QUANTITY, description="Memory request and limit, e.g. 64Gi."
+    )
+    shared_memory: str = Field(
+        "16Gi",
+        max_length=32,
+        pattern=QUANTITY,
+        description="Size of the memory-backed /dev/shm (data loader workers, NCCL).",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, max_length=32, description="Node labels the pod must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Taints the pod tolerates (GPU nodes are often tainted)."
+    )
 
 
 class OutputSpec(ApiModel):
     """Where the trained adapter is written."""
 
-    pvc: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="PersistentVolumeClaim the adapter and checkpoints are written to.")
-    path: str | None = Field(None, max_length=1024, pattern=r"^[^/].*$", description="Directory inside pvc (relative); defaults to adapters/<name>.")
-    adapter_name: str | None = Field(None, max_length=63, pattern=DNS_LABEL, description="Name the adapter is served under; defaults to the FineTuneJob's name.")
+    pvc: str = Field(
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="PersistentVolumeClaim the adapter and checkpoints are written to.",
+    )
+    path: str | None = Field(
+        None,
+        max_length=1024,
+        pattern=r"^[^/].*$",
+        description="Directory inside pvc (relative); defaults to adapters/<name>.",
+    )
+    adapter_name: str | None = Field(
+        None,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="Name the adapter is served under; defaults to the FineTuneJob's name.",
+    )
 
 
 class SecretsSpec(ApiModel):
-    hf_token: SecretKeyRef | None = Field(None, description="Secret key holding a Hugging Face token (for gated models), passed as HF_TOKEN.")
-    storage: SecretRef | None = Field(None, description="Secret whose keys become environment variables (object-store credentials).")
+    hf_token: SecretKeyRef | None = Field(
+        None, description="Secret key holding a Hugging Face token (for gated models), passed as HF_TOKEN."
+    )
+    storage: SecretRef | None = Field(
+        None, description="Secret whose keys become environment variables (object-store credentials)."
+    )
 
 
 class FineTuneJobSpec(ApiModel):
     base_model: BaseModelSpec = Field(description="The model to fine-tune.")
     dataset: DatasetSpec = Field(description="The training data.")
-    method: Method = Field("sft", description="Training method: sft (supervised) or dpo (preference). grpo is reserved.")
+    method: Method = Field(
+        "sft", description="Training method: sft (supervised) or dpo (preference). grpo is reserved."
+    )
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA adapter shape and where it attaches.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation hyper-parameters.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoint interval and resume.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="GPUs, CPU, memory and placement.")
     output: OutputSpec = Field(description="Where the adapter is written.")
     secrets: SecretsSpec = Field(default_factory=SecretsSpec, description="Credentials from Secrets.")
-    image: str | None = Field(None, max_length=512, description="Trainer image; defaults to the operator's configured image.")
-    suspend: bool = Field(False, description="Suspend the training Job (pods are deleted, progress is kept in checkpoints); set false to resume.")
-    backoff_limit: int = Field(3, ge=0, le=100, description="Pod failures tolerated before the FineTuneJob fails; each retry resumes from the last checkpoint.")
-    active_deadline_seconds: int | None = Field(None, ge=1, description="Wall-clock limit for the whole job, in seconds.")
-    ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete the finished Job (not this resource or its adapter) this many seconds after it ends.")
+    image: str | None = Field(
+        None, max_length=512, description="Trainer image; defaults to the operator's configured image."
+    )
+    suspend: bool = Field(
+        False,
+        description="Suspend the training Job (pods are deleted, progress is kept in checkpoints); set false to resume.",
+    )
+    backoff_limit: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="Pod failures tolerated before the FineTuneJob fails; each retry resumes from the last checkpoint.",
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Wall-clock limit for the whole job, in seconds."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        None,
+        ge=0,
+        description="Delete the finished Job (not this resource or its adapter) this many seconds after it ends.",
+    )
 
 
 class Progress(ApiModel):
@@ -114,7 +183,11 @@ Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 
 class FineTuneJobStatus(ApiModel):
     phase: Phase | None = Field(None, description="Pending, Running, Succeeded, Failed or Suspended.")
-    conditions: list[Condition] = Field(default_factory=list, max_length=16, description="Observed states: Ready, Running, Succeeded, Failed, Suspended.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Observed states: Ready, Running, Succeeded, Failed, Suspended.",
+    )
     observed_generation: int | None = Field(None, description="metadata.generation the operator last acted on.")
     job_name: str | None = Field(None, description="The batch/v1 Job running the trainer.")
     start_time: str | None = Field(None, description="When training started (RFC 3339).")

@@ -23,13 +23,20 @@ class Owner:
     uid: str
 
     @classmethod
-    def of(cls, body: dict[str, Any]) -> "Owner":
+    def of(cls, body: dict[str, Any]) -> Owner:
         meta = body["metadata"]
         return cls(body["kind"], meta["name"], meta["namespace"], meta["uid"])
 
     def reference(self) -> dict[str, Any]:
         # controller + blockOwnerDeletion: the garbage collector deletes children with the CR.
-        return {"apiVersion": API_VERSION, "kind": self.kind, "name": self.name, "uid": self.uid, "controller": True, "blockOwnerDeletion": True}
+        return {
+            "apiVersion": API_VERSION,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
 
 
 def labels(owner: Owner, component: str) -> dict[str, str]:
@@ -64,4 +71,10 @@ RESTRICTED_CONTAINER = {
     "capabilities": {"drop": ["ALL"]},
 }
 # 10001: the user the trainer and router images are built with.
-RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}

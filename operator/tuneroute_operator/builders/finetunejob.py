@@ -6,12 +6,15 @@ import posixpath
 from typing import Any
 
 import yaml
+
 from tuneroute_trainer.config import (
     DatasetSource,
     ModelSource,
-    OutputSpec as TrainerOutput,
     ReportSpec,
     TrainerConfig,
+)
+from tuneroute_trainer.config import (
+    OutputSpec as TrainerOutput,
 )
 
 from .. import GROUP
@@ -54,7 +57,9 @@ def trainer_config(owner: Owner, spec: FineTuneJobSpec) -> TrainerConfig:
         lora=spec.lora,
         training=spec.training,
         checkpoint=spec.checkpoint,
-        output=TrainerOutput(dir=_on_pvc(spec.output.pvc, output_path(owner, spec)), adapter_name=adapter_name(owner, spec)),
+        output=TrainerOutput(
+            dir=_on_pvc(spec.output.pvc, output_path(owner, spec)), adapter_name=adapter_name(owner, spec)
+        ),
         report=ReportSpec(namespace=owner.namespace, name=owner.name),
     )
 
@@ -79,7 +84,12 @@ def rbac(owner: Owner) -> list[dict[str, Any]]:
             "kind": "Role",
             "metadata": metadata(owner, name, "trainer"),
             "rules": [
-                {"apiGroups": [GROUP], "resources": ["finetunejobs/status"], "resourceNames": [owner.name], "verbs": ["get", "patch"]}
+                {
+                    "apiGroups": [GROUP],
+                    "resources": ["finetunejobs/status"],
+                    "resourceNames": [owner.name],
+                    "verbs": ["get", "patch"],
+                }
             ],
         },
         {
@@ -173,7 +183,10 @@ def job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, config_hash: st
         "backoffLimit": spec.backoff_limit,
         "podFailurePolicy": {
             "rules": [
-                {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [EXIT_INVALID_INPUT]}},
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [EXIT_INVALID_INPUT]},
+                },
                 # Preempted or evicted pods resume from their checkpoint without using up a retry.
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
 from tuneroute_router.config import AdapterRef, PoolModel, RouterConfig
 
 from ..api.modelroute import ModelRouteSpec, PoolEntry
@@ -48,8 +49,14 @@ def _direct_url(owner: Owner, entry: PoolEntry) -> str | None:
 
 def _pool_model(entry: PoolEntry, url: str, model: str | None, adapter: AdapterRef | None = None) -> PoolModel:
     return PoolModel(
-        name=entry.name, url=url, model=model, tier=entry.tier, pricing=entry.pricing,
-        context_window=entry.context_window, capabilities=entry.capabilities, adapter=adapter,
+        name=entry.name,
+        url=url,
+        model=model,
+        tier=entry.tier,
+        pricing=entry.pricing,
+        context_window=entry.context_window,
+        capabilities=entry.capabilities,
+        adapter=adapter,
     )
 
 
@@ -77,7 +84,13 @@ def resolve(owner: Owner, spec: ModelRouteSpec, finetunejobs: dict[str, dict[str
             base = by_name[ref.base]
             path = posixpath.join(ref.mount_path, adapter["path"])
             model = entry.model or adapter["name"]
-            out.append(Resolved(entry, _pool_model(entry, _direct_url(owner, base), model, AdapterRef(name=model, path=path)), "AdapterReady"))
+            out.append(
+                Resolved(
+                    entry,
+                    _pool_model(entry, _direct_url(owner, base), model, AdapterRef(name=model, path=path)),
+                    "AdapterReady",
+                )
+            )
     return out
 
 

@@ -23,9 +23,18 @@ def merge(previous: list[dict[str, Any]] | None, wanted: list[Cond], now: str, g
     for c in wanted:
         status = _status(c.status)
         old = before.get(c.type)
-        since = old["lastTransitionTime"] if old and old.get("status") == status and old.get("lastTransitionTime") else now
+        since = (
+            old["lastTransitionTime"] if old and old.get("status") == status and old.get("lastTransitionTime") else now
+        )
         out.append(
-            {"type": c.type, "status": status, "reason": c.reason, "message": c.message, "lastTransitionTime": since, "observedGeneration": generation}
+            {
+                "type": c.type,
+                "status": status,
+                "reason": c.reason,
+                "message": c.message,
+                "lastTransitionTime": since,
+                "observedGeneration": generation,
+            }
         )
     return out
 

@@ -38,14 +38,20 @@ def _termination_message(pods: list[dict[str, Any]]) -> str | None:
     return latest[1] if latest and latest[1] else None
 
 
-def phase_and_conditions(job: dict[str, Any] | None, pods: list[dict[str, Any]], suspend: bool) -> tuple[str, list[Cond], str | None]:
+def phase_and_conditions(
+    job: dict[str, Any] | None, pods: list[dict[str, Any]], suspend: bool
+) -> tuple[str, list[Cond], str | None]:
     """(phase, conditions, message) of a FineTuneJob whose Job is `job` (None: not created yet)."""
     if job is None:
         phase, reason, message = "Pending", "JobNotCreated", "waiting for the training Job to be created"
         return phase, _conds(phase, reason, message), message
     st = job.get("status") or {}
     if _job_condition(job, "Complete"):
-        return "Succeeded", _conds("Succeeded", "TrainingSucceeded", "adapter written"), "training finished; adapter written"
+        return (
+            "Succeeded",
+            _conds("Succeeded", "TrainingSucceeded", "adapter written"),
+            "training finished; adapter written",
+        )
     if c := (_job_condition(job, "Failed") or _job_condition(job, "FailureTarget")):
         reason = c.get("reason") or "JobFailed"
         detail = _termination_message(pods)
@@ -59,7 +65,9 @@ def phase_and_conditions(job: dict[str, Any] | None, pods: list[dict[str, Any]],
         return "Running", _conds("Running", "TrainerRunning", "the trainer pod is running"), None
     failed = st.get("failed") or 0
     reason = "Retrying" if failed else "PodPending"
-    message = f"{failed} attempt(s) failed; waiting for the next pod" if failed else "waiting for the training pod to start"
+    message = (
+        f"{failed} attempt(s) failed; waiting for the next pod" if failed else "waiting for the training pod to start"
+    )
     if unschedulable := _unschedulable(pods):
         reason, message = "Unschedulable", unschedulable
     return "Pending", _conds("Pending", reason, message), message

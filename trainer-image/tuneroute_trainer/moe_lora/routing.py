@@ -23,9 +23,7 @@ def sort_routes(top_k_index: torch.Tensor, num_experts: int) -> Routes:
     expert, perm = torch.sort(flat, stable=True)
     counts = torch.bincount(expert, minlength=num_experts)[:num_experts]
     offsets = torch.cumsum(counts, 0).to(torch.int32)
-    return Routes(
-        perm=perm, token=perm // top_k, expert=expert, offsets=offsets, counts=counts.tolist(), top_k=top_k
-    )
+    return Routes(perm=perm, token=perm // top_k, expert=expert, offsets=offsets, counts=counts.tolist(), top_k=top_k)
 
 
 def combine(rows_out: torch.Tensor, weights: torch.Tensor, routes: Routes, num_tokens: int) -> torch.Tensor:

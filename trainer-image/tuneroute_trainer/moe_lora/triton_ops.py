@@ -25,12 +25,42 @@ BLOCK_M, BLOCK_N, BLOCK_K = (16, 16, 16) if INTERPRET else (64, 64, 32)
 
 @triton.jit
 def _lora_gmm_kernel(
-    X, ROWS, W, L1, L2, OUT, U,
-    TILE_E, TILE_ROW, OFFS,
-    K, N, R, scaling,
-    sxm, sxk, swe, swk, swn, s1e, s1k, s1r, s2e, s2r, s2n, som, son,
-    HAS_GATHER: tl.constexpr, HAS_LORA: tl.constexpr, STORE_U: tl.constexpr, UPCAST: tl.constexpr,
-    PREC: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BR: tl.constexpr,
+    X,
+    ROWS,
+    W,
+    L1,
+    L2,
+    OUT,
+    U,
+    TILE_E,
+    TILE_ROW,
+    OFFS,
+    K,
+    N,
+    R,
+    scaling,
+    sxm,
+    sxk,
+    swe,
+    swk,
+    swn,
+    s1e,
+    s1k,
+    s1r,
+    s2e,
+    s2r,
+    s2n,
+    som,
+    son,
+    HAS_GATHER: tl.constexpr,
+    HAS_LORA: tl.constexpr,
+    STORE_U: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PREC: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    BR: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -51,34 +81,62 @@ def _lora_gmm_kernel(
     for k0 in range(0, K, BK):
         kk = k0 + rk
         x = tl.load(X + src[:, None] * sxm + kk[None, :] * sxk, mask=mrow[:, None] & (kk[None, :] < K), other=0.0)
-        w = tl.load(W + e * swe + kk[:, None] * swk + rn[None, :] * swn, mask=(kk[:, None] < K) & (rn[None, :] < N), other=0.0)
+        w = tl.load(
+            W + e * swe + kk[:, None] * swk + rn[None, :] * swn, mask=(kk[:, None] < K) & (rn[None, :] < N), other=0.0
+        )
         if UPCAST:
             x = x.to(tl.float32)
             w = w.to(tl.float32)
         acc += tl.dot(x, w, input_precision=PREC)
         if HAS_LORA:
-            a = tl.load(L1 + e * s1e + kk[:, None] * s1k + rr[None, :] * s1r, mask=(kk[:, None] < K) & (rr[None, :] < R), other=0.0)
+            a = tl.load(
+                L1 + e * s1e + kk[:, None] * s1k + rr[None, :] * s1r,
+                mask=(kk[:, None] < K) & (rr[None, :] < R),
+                other=0.0,
+            )
             if UPCAST:
                 a = a.to(tl.float32)
             u += tl.dot(x, a, input_precision=PREC)
     if HAS_LORA:
-        b = tl.load(L2 + e * s2e + rr[:, None] * s2r + rn[None, :] * s2n, mask=(rr[:, None] < R) & (rn[None, :] < N), other=0.0)
+        b = tl.load(
+            L2 + e * s2e + rr[:, None] * s2r + rn[None, :] * s2n, mask=(rr[:, None] < R) & (rn[None, :] < N), other=0.0
+        )
         if UPCAST:
             b = b.to(tl.float32)
         acc += scaling * tl.dot(u.to(b.dtype), b, input_precision=PREC)
-        if STORE_U:
-            if pid_n == 0:
-                tl.store(U + rm[:, None] * R + rr[None, :], u, mask=mrow[:, None] & (rr[None, :] < R))
-    tl.store(OUT + rm[:, None] * som + rn[None, :] * son, acc.to(OUT.dtype.element_ty), mask=mrow[:, None] & (rn[None, :] < N))
+        if STORE_U and pid_n == 0:
+            tl.store(U + rm[:, None] * R + rr[None, :], u, mask=mrow[:, None] & (rr[None, :] < R))
+    tl.store(
+        OUT + rm[:, None] * som + rn[None, :] * son,
+        acc.to(OUT.dtype.element_ty),
+        mask=mrow[:, None] & (rn[None, :] < N),
+    )
 
 
 @triton.jit
 def _lora_wgrad_kernel(
-    P, Q, ROWS, OUT, STARTS, OFFS,
-    C, R, scale,
-    spm, spr, sqm, sqc, soe, sor, soc,
-    HAS_GATHER: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
-    BM: tl.constexpr, BC: tl.constexpr, BR: tl.constexpr,
+    P,
+    Q,
+    ROWS,
+    OUT,
+    STARTS,
+    OFFS,
+    C,
+    R,
+    scale,
+    spm,
+    spr,
+    sqm,
+    sqc,
+    soe,
+    sor,
+    soc,
+    HAS_GATHER: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PREC: tl.constexpr,
+    BM: tl.constexpr,
+    BC: tl.constexpr,
+    BR: tl.constexpr,
 ):
     e = tl.program_id(0).to(tl.int64)
     pid_c = tl.program_id(1)
@@ -100,8 +158,11 @@ def _lora_wgrad_kernel(
             p = p.to(tl.float32)
             q = q.to(tl.float32)
         acc += tl.dot(tl.trans(p), q.to(p.dtype), input_precision=PREC)
-    tl.store(OUT + e * soe + rr[:, None] * sor + rc[None, :] * soc, (acc * scale).to(OUT.dtype.element_ty),
-             mask=(rr[:, None] < R) & (rc[None, :] < C))
+    tl.store(
+        OUT + e * soe + rr[:, None] * sor + rc[None, :] * soc,
+        (acc * scale).to(OUT.dtype.element_ty),
+        mask=(rr[:, None] < R) & (rc[None, :] < C),
+    )
 
 
 def _block_r(r: int) -> int:
@@ -124,8 +185,10 @@ def _tiles(routes: Routes, device) -> tuple[torch.Tensor, torch.Tensor]:
             tile_e.append(e)
             tile_row.append(r0)
         start += n
-    return (torch.tensor(tile_e, dtype=torch.int32, device=device),
-            torch.tensor(tile_row, dtype=torch.int32, device=device))
+    return (
+        torch.tensor(tile_e, dtype=torch.int32, device=device),
+        torch.tensor(tile_row, dtype=torch.int32, device=device),
+    )
 
 
 def lora_gmm(x, rows, w_kn, l1, l2, scaling, routes: Routes, tiles, store_u: bool):
@@ -141,13 +204,36 @@ def lora_gmm(x, rows, w_kn, l1, l2, scaling, routes: Routes, tiles, store_u: boo
     if tile_e.numel():
         grid = (tile_e.numel(), triton.cdiv(n, BLOCK_N))
         _lora_gmm_kernel[grid](
-            x, rows if rows is not None else routes.token, w_kn, l1_, l2_, out, u,
-            tile_e, tile_row, routes.offsets,
-            k, n, r, float(scaling),
-            x.stride(0), x.stride(1), *w_kn.stride(), *l1_.stride(), *l2_.stride(), out.stride(0), out.stride(1),
-            HAS_GATHER=rows is not None, HAS_LORA=has_lora, STORE_U=has_lora and store_u,
-            UPCAST=_upcast(x.dtype), PREC=_precision(x.dtype),
-            BM=BLOCK_M, BN=BLOCK_N, BK=BLOCK_K, BR=_block_r(r),
+            x,
+            rows if rows is not None else routes.token,
+            w_kn,
+            l1_,
+            l2_,
+            out,
+            u,
+            tile_e,
+            tile_row,
+            routes.offsets,
+            k,
+            n,
+            r,
+            float(scaling),
+            x.stride(0),
+            x.stride(1),
+            *w_kn.stride(),
+            *l1_.stride(),
+            *l2_.stride(),
+            out.stride(0),
+            out.stride(1),
+            HAS_GATHER=rows is not None,
+            HAS_LORA=has_lora,
+            STORE_U=has_lora and store_u,
+            UPCAST=_upcast(x.dtype),
+            PREC=_precision(x.dtype),
+            BM=BLOCK_M,
+            BN=BLOCK_N,
+            BK=BLOCK_K,
+            BR=_block_r(r),
         )
     return out, (u if has_lora and store_u else None)
 
@@ -159,11 +245,26 @@ def lora_wgrad(p, q, rows, scale, routes: Routes, out_dtype):
     starts = torch.cat([routes.offsets.new_zeros(1), routes.offsets[:-1]])
     grid = (e_count, triton.cdiv(c, BLOCK_N))
     _lora_wgrad_kernel[grid](
-        p, q, rows if rows is not None else routes.token, out, starts, routes.offsets,
-        c, r, float(scale),
-        p.stride(0), p.stride(1), q.stride(0), q.stride(1), *out.stride(),
-        HAS_GATHER=rows is not None, UPCAST=_upcast(q.dtype), PREC=_precision(q.dtype),
-        BM=BLOCK_M, BC=BLOCK_N, BR=_block_r(r),
+        p,
+        q,
+        rows if rows is not None else routes.token,
+        out,
+        starts,
+        routes.offsets,
+        c,
+        r,
+        float(scale),
+        p.stride(0),
+        p.stride(1),
+        q.stride(0),
+        q.stride(1),
+        *out.stride(),
+        HAS_GATHER=rows is not None,
+        UPCAST=_upcast(q.dtype),
+        PREC=_precision(q.dtype),
+        BM=BLOCK_M,
+        BC=BLOCK_N,
+        BR=_block_r(r),
     )
     return out
 
@@ -187,10 +288,15 @@ class TritonLoraLinear(torch.autograd.Function):
         has_lora = a is not None
         # dX = dY W^T + s (dY Bt^T) A, and the same launch hands back dY Bt^T for dA
         dx_rows, dyb = lora_gmm(
-            dy, None, w_kn.transpose(1, 2),
+            dy,
+            None,
+            w_kn.transpose(1, 2),
             bt.transpose(1, 2).to(dy.dtype) if has_lora else None,
             a.to(dy.dtype) if has_lora else None,
-            s, routes, ctx.tiles, store_u=True,
+            s,
+            routes,
+            ctx.tiles,
+            store_u=True,
         )
         dx = da = dbt = None
         if ctx.needs_input_grad[0]:

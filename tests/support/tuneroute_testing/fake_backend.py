@@ -5,7 +5,7 @@ It stands in for vLLM in the router tests and benchmarks (vLLM needs a GPU). It 
 tools are offered), vLLM's /v1/load_lora_adapter, and two test hooks:
 POST /control {"fail_status": 500, "delay_s": 0, "break_stream": false} and GET /stats.
 
-    python fake_backend.py --name small --port 9001
+    python -m tuneroute_testing.fake_backend --name small --port 9001
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ from starlette.routing import Route
 
 
 def build(name: str) -> Starlette:
-    state = {"fail_status": 0, "delay_s": 0.0, "break_stream": False, "requests": 0, "models": [], "adapters": [], "last_body": None}
+    state = {
+        "fail_status": 0,
+        "delay_s": 0.0,
+        "break_stream": False,
+        "requests": 0,
+        "models": [],
+        "adapters": [],
+        "last_body": None,
+    }
 
     def usage(text: str) -> dict:
         return {"prompt_tokens": 10, "completion_tokens": len(text.split()), "total_tokens": 10 + len(text.split())}
@@ -33,8 +41,11 @@ def build(name: str) -> Starlette:
         state["models"].append(body.get("model"))
         state["last_body"] = body
         if state["fail_status"]:
-            return Response(orjson.dumps({"error": {"message": f"{name} failing", "type": "server_error"}}),
-                             state["fail_status"], media_type="application/json")
+            return Response(
+                orjson.dumps({"error": {"message": f"{name} failing", "type": "server_error"}}),
+                state["fail_status"],
+                media_type="application/json",
+            )
         if state["delay_s"]:
             await asyncio.sleep(state["delay_s"])
         model = body.get("model")
@@ -45,11 +56,16 @@ def build(name: str) -> Starlette:
             fn = body["tools"][0]["function"]["name"]
             tool_call = {"id": "call_1", "type": "function", "function": {"name": fn, "arguments": '{"city": "Paris"}'}}
         if body.get("stream"):
+
             async def events():
                 base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": created, "model": model}
                 for i, word in enumerate(text.split()):
                     delta = {"role": "assistant", "content": word if i == 0 else " " + word}
-                    yield b"data: " + orjson.dumps({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}) + b"\n\n"
+                    yield (
+                        b"data: "
+                        + orjson.dumps({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                        + b"\n\n"
+                    )
                     await asyncio.sleep(0.01)
                     if state["break_stream"]:
                         raise ConnectionAbortedError("backend died mid-stream")  # server drops the connection
@@ -58,12 +74,16 @@ def build(name: str) -> Starlette:
                 if (body.get("stream_options") or {}).get("include_usage"):
                     yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage(text)}) + b"\n\n"
                 yield b"data: [DONE]\n\n"
+
             return StreamingResponse(events(), media_type="text/event-stream")
         message = {"role": "assistant", "content": None if tool_call else text}
         if tool_call:
             message["tool_calls"] = [tool_call]
         out = {
-            "id": "chatcmpl-1", "object": "chat.completion", "created": created, "model": model,
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_call else "stop"}],
             "usage": usage(text),
         }
@@ -74,8 +94,14 @@ def build(name: str) -> Starlette:
         state["requests"] += 1
         state["models"].append(body.get("model"))
         text = f"I am {name}"
-        out = {"id": "cmpl-1", "object": "text_completion", "created": int(time.time()), "model": body.get("model"),
-               "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}], "usage": usage(text)}
+        out = {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+            "usage": usage(text),
+        }
         return Response(orjson.dumps(out), media_type="application/json")
 
     async def load_adapter(request: Request) -> Response:
@@ -93,17 +119,21 @@ def build(name: str) -> Starlette:
         return Response(orjson.dumps(state), media_type="application/json")
 
     async def models(request: Request) -> Response:
-        return Response(orjson.dumps({"object": "list", "data": [{"id": name, "object": "model"}]}), media_type="application/json")
+        return Response(
+            orjson.dumps({"object": "list", "data": [{"id": name, "object": "model"}]}), media_type="application/json"
+        )
 
-    return Starlette(routes=[
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/load_lora_adapter", load_adapter, methods=["POST"]),
-        Route("/v1/models", models),
-        Route("/control", control, methods=["POST"]),
-        Route("/stats", stats),
-        Route("/health", lambda r: Response(b"ok")),
-    ])
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/load_lora_adapter", load_adapter, methods=["POST"]),
+            Route("/v1/models", models),
+            Route("/control", control, methods=["POST"]),
+            Route("/stats", stats),
+            Route("/health", lambda r: Response(b"ok")),
+        ]
+    )
 
 
 if __name__ == "__main__":

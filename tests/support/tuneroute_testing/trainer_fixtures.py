@@ -6,9 +6,10 @@ import json
 import string
 from pathlib import Path
 
-from trainer_models import tiny_model
+from . import REPO
+from .tiny_models import tiny_model
 
-DATA = Path(__file__).parent / "data"
+DATA = REPO / "tests" / "trainer" / "data"
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -24,8 +25,9 @@ def char_tokenizer():
     vocab = {t: i for i, t in enumerate(specials + chars)}
     assert len(vocab) <= 128
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
@@ -43,8 +45,14 @@ def trainer_config(model_dir: Path, out_dir: Path, fmt: str = "chat", data: str 
         "dataset": {"path": str(data or DATA / f"{fmt}.jsonl"), "format": fmt},
         "method": "dpo" if fmt == "preference" else "sft",
         "lora": {"rank": 8, "alpha": 16, "targetModules": ["q_proj", "v_proj"], "kernel": "auto"},
-        "training": {"maxSteps": 30, "learningRate": 3e-3, "batchSize": 4, "sequenceLength": 128,
-                     "precision": "fp32", "seed": 0},
+        "training": {
+            "maxSteps": 30,
+            "learningRate": 3e-3,
+            "batchSize": 4,
+            "sequenceLength": 128,
+            "precision": "fp32",
+            "seed": 0,
+        },
         "checkpoint": {"everySteps": 1000},
         "output": {"dir": str(out_dir), "adapterName": "tiny-adapter"},
     }

@@ -15,9 +15,9 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-from control_plane import ControlPlane, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+from .control_plane import ControlPlane, wait_until
+
 TRAINER_IMAGE = "registry.example/tuneroute/trainer:test"
 ROUTER_IMAGE = "registry.example/tuneroute/router:test"
 
@@ -47,12 +47,11 @@ class OperatorProcess:
         self.proc: subprocess.Popen | None = None
         self.health_port = self.metrics_port = 0
 
-    def start(self) -> "OperatorProcess":
+    def start(self) -> OperatorProcess:
         self.health_port, self.metrics_port = free_port(), free_port()
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
-            "PYTHONPATH": os.pathsep.join(str(REPO / d) for d in ("operator", "trainer-image", "router-image")),
             "TUNEROUTE_TRAINER_IMAGE": TRAINER_IMAGE,
             "TUNEROUTE_ROUTER_IMAGE": ROUTER_IMAGE,
             "TUNEROUTE_HEALTH_PORT": str(self.health_port),
@@ -60,7 +59,13 @@ class OperatorProcess:
             **self.extra_env,
         }
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tuneroute_operator"], env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tuneroute_operator"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         wait_until(self._healthy, 60, "the operator's /healthz")
         return self
 

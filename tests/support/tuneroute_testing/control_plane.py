@@ -21,7 +21,8 @@ import subprocess
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from . import CLUSTER_DIR as HERE
+
 DEFAULT_DIR = Path(os.environ.get("TUNEROUTE_CLUSTER_DIR", "/tmp/tuneroute-cluster"))
 
 # Annotations read by the kwok stages in kwok-stages.yaml.
@@ -41,7 +42,7 @@ class ControlPlane:
         }
 
     @classmethod
-    def up(cls, dir: str | os.PathLike | None = None, timeout: float = 3600) -> "ControlPlane":
+    def up(cls, dir: str | os.PathLike | None = None, timeout: float = 3600) -> ControlPlane:
         """Start the control plane in `dir` (or reuse one), and return a handle.
 
         With TUNEROUTE_KUBECONFIG set, that cluster is used as is. Otherwise up.sh
@@ -56,8 +57,7 @@ class ControlPlane:
         proc = subprocess.run(
             [str(HERE / "up.sh"), str(d)],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             text=True,
             timeout=timeout,
         )
@@ -75,8 +75,9 @@ class ControlPlane:
             self.owned = False
 
     # --- command-line tools -------------------------------------------------
-    def run(self, tool: str, *args: str, input: str | None = None, check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+    def run(
+        self, tool: str, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
         """Run a tool from the bin dir with this cluster's KUBECONFIG; text in and out."""
         exe = self.bin_dir / tool
         cmd = [str(exe) if exe.exists() else tool, *args]
@@ -93,12 +94,14 @@ class ControlPlane:
             raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
         return proc
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 120) -> subprocess.CompletedProcess:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
         return self.run("kubectl", *args, input=input, check=check, timeout=timeout)
 
-    def helm(self, *args: str, input: str | None = None, check: bool = True,
-             timeout: float = 300) -> subprocess.CompletedProcess:
+    def helm(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
         return self.run("helm", *args, input=input, check=check, timeout=timeout)
 
     def get(self, *args: str) -> dict:
@@ -109,12 +112,13 @@ class ControlPlane:
     def wait_for_default_service_account(self, namespace: str, timeout: float = 60) -> None:
         """Pods can be created in a new namespace only once the controller manager has
         made its `default` ServiceAccount (ServiceAccount admission is on)."""
-        wait_until(lambda: self.kubectl("-n", namespace, "get", "serviceaccount", "default",
-                                        check=False).returncode == 0,
-                   timeout, f"the default ServiceAccount in {namespace}")
+        wait_until(
+            lambda: self.kubectl("-n", namespace, "get", "serviceaccount", "default", check=False).returncode == 0,
+            timeout,
+            f"the default ServiceAccount in {namespace}",
+        )
 
-    def finish_pod(self, namespace: str, pod_name: str, exit_code: int = 0,
-                   message: str | None = None) -> None:
+    def finish_pod(self, namespace: str, pod_name: str, exit_code: int = 0, message: str | None = None) -> None:
         """End a Running pod on a kwok node: Succeeded for exit code 0, else Failed with
         that container exit code (reason "Error"); `message` becomes every container's
         terminated.message (what a termination-message file would give).
@@ -147,8 +151,7 @@ def _bin_dir(state_dir: Path) -> Path:
         for line in env_file.read_text().splitlines():
             if line.startswith("export PATH="):
                 return Path(line.removeprefix("export PATH=").split(":")[0])
-    proc = subprocess.run([str(HERE / "build.sh")], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True)
+    proc = subprocess.run([str(HERE / "build.sh")], stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if proc.returncode == 0 and proc.stdout.strip():
         return Path(proc.stdout.strip().splitlines()[-1])
     kubectl = shutil.which("kubectl")
@@ -157,4 +160,4 @@ def _bin_dir(state_dir: Path) -> Path:
     raise RuntimeError(f"no kubectl: build.sh failed:\n{proc.stderr[-2000:]}")
 
 
-__all__ = ["ControlPlane", "wait_until", "EXIT_ANNOTATION", "MESSAGE_ANNOTATION"]
+__all__ = ["EXIT_ANNOTATION", "MESSAGE_ANNOTATION", "ControlPlane", "wait_until"]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import yaml
-from control_plane import ControlPlane, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+from . import REPO
+from .control_plane import ControlPlane, wait_until
 
 
 def example(name: str) -> dict[str, Any]:
@@ -46,13 +45,19 @@ def wait_phase(cp: ControlPlane, namespace: str, name: str, phase: str, timeout:
         return wait_until(reached, timeout, f"FineTuneJob {name} to be {phase}")
     except TimeoutError:
         ftj = get(cp, namespace, "finetunejob", name) or {}
-        raise TimeoutError(f"FineTuneJob {name} never reached {phase}; status: {json.dumps(ftj.get('status'))}") from None
+        raise TimeoutError(
+            f"FineTuneJob {name} never reached {phase}; status: {json.dumps(ftj.get('status'))}"
+        ) from None
 
 
 def running_pod(cp: ControlPlane, namespace: str, job: str, exclude: tuple[str, ...] = ()) -> str:
     def find():
         pods = cp.get("pods", "-n", namespace, "-l", f"job-name={job}")["items"]
-        names = [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running" and p["metadata"]["name"] not in exclude]
+        names = [
+            p["metadata"]["name"]
+            for p in pods
+            if p["status"].get("phase") == "Running" and p["metadata"]["name"] not in exclude
+        ]
         return names[0] if names else None
 
     return wait_until(find, 60, f"a Running pod of Job {job}")
@@ -60,7 +65,9 @@ def running_pod(cp: ControlPlane, namespace: str, job: str, exclude: tuple[str, 
 
 def wait_children_gone(cp: ControlPlane, namespace: str, kinds: str, selector: str) -> None:
     """Wait for the garbage collector to delete the children labelled `selector`."""
-    wait_until(lambda: not cp.get(kinds, "-n", namespace, "-l", selector)["items"], 60, f"garbage collection of {selector}")
+    wait_until(
+        lambda: not cp.get(kinds, "-n", namespace, "-l", selector)["items"], 60, f"garbage collection of {selector}"
+    )
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:

@@ -14,8 +14,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).parent
+from . import REPO
 
 
 def free_port() -> int:
@@ -44,12 +43,15 @@ class Proc:
         self.args, self.log_path, self.ready_url = args, log_path, ready_url
         self.p: subprocess.Popen | None = None
 
-    def start(self) -> "Proc":
-        env = {**os.environ, "PYTHONPATH": str(REPO / "router-image"), "PYTHONUNBUFFERED": "1"}
+    def start(self) -> Proc:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.log = open(self.log_path, "ab")
         self.p = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        wait_for(lambda: self._alive() and httpx.get(self.ready_url, timeout=1).status_code == 200,
-                 timeout=60, what=f"{self.ready_url} ({self.log_path})")
+        wait_for(
+            lambda: self._alive() and httpx.get(self.ready_url, timeout=1).status_code == 200,
+            timeout=60,
+            what=f"{self.ready_url} ({self.log_path})",
+        )
         return self
 
     def _alive(self) -> bool:
@@ -78,10 +80,13 @@ class Backend:
     def __init__(self, name: str, tmp: Path):
         self.name, self.port = name, free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc = Proc([sys.executable, str(HERE / "fake_backend.py"), "--name", name, "--port", str(self.port)],
-                         tmp / f"backend-{name}.log", f"http://127.0.0.1:{self.port}/health")
+        self.proc = Proc(
+            [sys.executable, "-m", "tuneroute_testing.fake_backend", "--name", name, "--port", str(self.port)],
+            tmp / f"backend-{name}.log",
+            f"http://127.0.0.1:{self.port}/health",
+        )
 
-    def start(self) -> "Backend":
+    def start(self) -> Backend:
         self.proc.start()
         return self
 
@@ -98,9 +103,23 @@ class Router:
         self.base = f"http://127.0.0.1:{self.port}"
         self.config_path = config_path
         self.log_path = tmp / "router.log"
-        self.proc = Proc([sys.executable, "-m", "tuneroute_router", "--config", str(config_path),
-                          "--host", "127.0.0.1", "--port", str(self.port), "--reload-interval", "0.2"],
-                         self.log_path, f"{self.base}/readyz")
+        self.proc = Proc(
+            [
+                sys.executable,
+                "-m",
+                "tuneroute_router",
+                "--config",
+                str(config_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--reload-interval",
+                "0.2",
+            ],
+            self.log_path,
+            f"{self.base}/readyz",
+        )
 
     def metric(self, name: str, **labels) -> float:
         """Value of one sample from /metrics (0 when absent)."""
@@ -125,8 +144,13 @@ class Router:
 
 
 def pool_entry(b: Backend, tier: int, **extra) -> dict:
-    e = {"name": b.name, "url": b.url, "tier": tier, "contextWindow": 8192,
-         "pricing": {"inputPerMillion": 0.1 * tier ** 2, "outputPerMillion": 0.4 * tier ** 2}}
+    e = {
+        "name": b.name,
+        "url": b.url,
+        "tier": tier,
+        "contextWindow": 8192,
+        "pricing": {"inputPerMillion": 0.1 * tier**2, "outputPerMillion": 0.4 * tier**2},
+    }
     e.update(extra)
     return e
 

@@ -1,6 +1,6 @@
 """Train the complexity head (tuneroute_router/head.json) and print held-out metrics.
 
-    python router-image/train_head.py [--out router-image/tuneroute_router/head.json]
+    python -m tuneroute_router_training.train_head [--out router-image/tuneroute_router/head.json]
 
 Logistic regression (numpy, L2, class-balanced) over [WordLlama embedding, request
 features], then Platt scaling on a separate calibration split, then metrics on the
@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).parent
-sys.path[:0] = [str(HERE), str(HERE / "training")]
+from tuneroute_router.classifier import Embedder, vectorize
+from tuneroute_router.config import default_thresholds
+from tuneroute_router.features import FEATURE_NAMES, view_chat
 
-import dataset  # noqa: E402
-from tuneroute_router.classifier import Embedder, vectorize  # noqa: E402
-from tuneroute_router.config import default_thresholds  # noqa: E402
-from tuneroute_router.features import FEATURE_NAMES, view_chat  # noqa: E402
+from . import dataset
+
+HEAD = Path(__file__).resolve().parents[1] / "tuneroute_router" / "head.json"
 
 L2 = 100.0  # picked by calibration-split Brier score among 1, 10, 30, 100
 EPOCHS = 3000
@@ -66,7 +65,8 @@ def metrics(p: np.ndarray, y: np.ndarray, cut: float, margin: float) -> dict:
     """Accuracy at 0.5, and the two-tier balanced policy's hard recall / easy kept cheap."""
     strong = p >= cut - margin  # policy.tier_for with one cut: escalate within the margin
     return {
-        "n": int(len(y)), "hard": int(y.sum()),
+        "n": len(y),
+        "hard": int(y.sum()),
         "accuracy@0.5": round(float(((p >= 0.5) == (y == 1)).mean()), 3),
         "policy_accuracy": round(float((strong == (y == 1)).mean()), 3),
         "hard_recall": round(float(strong[y == 1].mean()), 3),
@@ -77,7 +77,7 @@ def metrics(p: np.ndarray, y: np.ndarray, cut: float, margin: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=str(HERE / "tuneroute_router" / "head.json"))
+    ap.add_argument("--out", default=str(HEAD))
     args = ap.parse_args()
 
     train, cal, test = dataset.split(dataset.load_all())
@@ -86,10 +86,10 @@ def main() -> None:
     ytr, yca, yte = (np.array([e.label for e in s], float) for s in (train, cal, test))
 
     mu, sigma = Xtr.mean(0), Xtr.std(0) + 1e-6
-    norm = lambda X: (X - mu) / sigma  # noqa: E731
+    norm = lambda X: (X - mu) / sigma
     w, b = fit_logreg(norm(Xtr), ytr)
     a, c = fit_platt(norm(Xca) @ w + b, yca)
-    prob = lambda X: _sigmoid(a * (norm(X) @ w + b) + c)  # noqa: E731
+    prob = lambda X: _sigmoid(a * (norm(X) @ w + b) + c)
 
     cut = default_thresholds("balanced", 2)[0]
     margin = 0.1
@@ -101,10 +101,15 @@ def main() -> None:
         "sizes": {"train": len(train), "calibration": len(cal), "test": len(test)},
     }
     head = {
-        "feature_names": list(FEATURE_NAMES), "embedding": "wordllama l2_supercat 256",
-        "w": [round(float(x), 6) for x in w], "b": round(float(b), 6),
-        "mu": [round(float(x), 6) for x in mu], "sigma": [round(float(x), 6) for x in sigma],
-        "platt_a": round(a, 6), "platt_b": round(c, 6), "meta": report,
+        "feature_names": list(FEATURE_NAMES),
+        "embedding": "wordllama l2_supercat 256",
+        "w": [round(float(x), 6) for x in w],
+        "b": round(float(b), 6),
+        "mu": [round(float(x), 6) for x in mu],
+        "sigma": [round(float(x), 6) for x in sigma],
+        "platt_a": round(a, 6),
+        "platt_b": round(c, 6),
+        "meta": report,
     }
     Path(args.out).write_text(json.dumps(head, separators=(",", ":")) + "\n")
     print(json.dumps(report, indent=2))

@@ -150,7 +150,9 @@ wait_for etcd 60 curl -fsS "http://127.0.0.1:$etcd_port/health"
 # Admission: no --disable-admission-plugins, so the apiserver runs its default set as a
 # real cluster does (NamespaceLifecycle, LimitRanger, ServiceAccount, PodSecurity,
 # DefaultTolerationSeconds, TaintNodesByCondition, ResourceQuota, the webhook and
-# ValidatingAdmissionPolicy plugins, ...) plus NodeRestriction as kubeadm enables it.
+# ValidatingAdmissionPolicy plugins, ...) plus NodeRestriction as kubeadm enables it, and
+# OwnerReferencesPermissionEnforcement as OpenShift does (children with blockOwnerDeletion
+# need update on their owner's finalizers: the chart's RBAC must grant it).
 # ServiceAccount admission stays on because the controller manager creates the
 # `default` ServiceAccount in each namespace (wait for it before creating pods).
 # --endpoint-reconciler-type=none: one loopback apiserver needs no lease loop for the
@@ -165,7 +167,7 @@ start kube-apiserver kube-apiserver \
   --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
   --requestheader-extra-headers-prefix=X-Remote-Extra- \
   --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key" \
-  --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+  --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
   --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \

@@ -44,7 +44,10 @@ def test_rendered_rbac_is_least_privilege(control_plane):
     docs = list(yaml.safe_load_all(control_plane.helm("template", "t", CHART, "--kube-version", "1.34.4").stdout))
     role = next(d for d in docs if d and d["kind"] == "ClusterRole")
     verbs = {v for rule in role["rules"] for v in rule["verbs"]}
-    assert not verbs & {"*", "delete", "deletecollection", "update", "escalate", "bind", "impersonate"}
+    assert not verbs & {"*", "delete", "deletecollection", "escalate", "bind", "impersonate"}
+    # update only where OwnerReferencesPermissionEnforcement needs it: the owners' finalizers
+    updated = {r for rule in role["rules"] if "update" in rule["verbs"] for r in rule["resources"]}
+    assert updated == {"finetunejobs/finalizers", "modelroutes/finalizers"}
     resources = {r for rule in role["rules"] for r in rule["resources"]}
     assert "secrets" not in resources and "*" not in resources
 
@@ -67,6 +70,9 @@ def test_operator_service_account_can_do_its_job_and_no_more(control_plane, rele
     assert not can("get", "secrets")
     assert not can("create", "pods")
     assert not can("update", "finetunejobs.tuneroute.io")
+    # children carry blockOwnerDeletion; the API server here enforces owner-reference permissions
+    assert can("update", "finetunejobs.tuneroute.io", "--subresource=finalizers")
+    assert can("update", "modelroutes.tuneroute.io", "--subresource=finalizers")
 
 
 def test_install_upgrade_uninstall_leaves_nothing_behind(control_plane):
@@ -74,6 +80,9 @@ def test_install_upgrade_uninstall_leaves_nothing_behind(control_plane):
     ns = "tuneroute-extra"
     cp.kubectl("create", "namespace", ns, check=False)
     cp.wait_for_default_service_account(ns)
+    watched = [f"{ns}-a", f"{ns}-b"]  # the chart puts a Role in each watched namespace: they must exist
+    for w in watched:
+        cp.kubectl("create", "namespace", w, check=False)
     cp.helm("install", "extra", CHART, "-n", ns, "--skip-crds", "--wait", "--timeout", "120s")
     dep = cp.get("deployment", "extra-tuneroute", "-n", ns)
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -89,14 +98,18 @@ def test_install_upgrade_uninstall_leaves_nothing_behind(control_plane):
         "--set",
         "logFormat=json",
         "--set",
-        "watchNamespaces={a,b}",
+        f"watchNamespaces={{{watched[0]},{watched[1]}}}",
         "--wait",
         "--timeout",
         "120s",
     )
     dep = cp.get("deployment", "extra-tuneroute", "-n", ns)
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["TUNEROUTE_LOG_FORMAT"] == "json" and env["TUNEROUTE_NAMESPACES"] == "a,b"
+    assert env["TUNEROUTE_LOG_FORMAT"] == "json" and env["TUNEROUTE_NAMESPACES"] == ",".join(watched)
+    # watching two namespaces: the rights to act are Roles there, not cluster-wide
+    assert all(cp.get("roles", "-n", w, "-l", "app.kubernetes.io/instance=extra")["items"] for w in watched)
+    cluster_role = cp.get("clusterrole", "extra-tuneroute")
+    assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {"customresourcedefinitions"}
     history = json.loads(cp.helm("history", "extra", "-n", ns, "-o", "json").stdout)
     assert [h["revision"] for h in history] == [1, 2]
 
@@ -107,5 +120,7 @@ def test_install_upgrade_uninstall_leaves_nothing_behind(control_plane):
         60,
         "namespaced objects to go",
     )
-    assert not cp.get("clusterroles,clusterrolebindings", "-l", sel)["items"]
-    cp.kubectl("delete", "namespace", ns, "--wait=false")
+    assert not cp.get("clusterroles,clusterrolebindings,validatingadmissionpolicies", "-l", sel)["items"]
+    assert not any(cp.get("roles,rolebindings", "-n", w, "-l", sel)["items"] for w in watched)
+    for n in (ns, *watched):
+        cp.kubectl("delete", "namespace", n, "--wait=false")

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from tuneroute_testing import REPO
 from tuneroute_testing.control_plane import ControlPlane
 
 
@@ -29,3 +30,22 @@ def namespace(control_plane):
     control_plane.wait_for_default_service_account(name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def crds(control_plane):
+    """The generated CRDs, applied as the README tells users to (no chart, no operator)."""
+    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "crd/finetunejobs.tuneroute.io", "crd/modelroutes.tuneroute.io"
+    )
+
+
+@pytest.fixture
+def kube(control_plane, crds):
+    """The operator's own API client (tuneroute_operator.kube.Kube) on the test cluster."""
+    from kubernetes import config
+
+    from tuneroute_operator.kube import Kube
+
+    return Kube(config.new_client_from_config(str(control_plane.kubeconfig)))

@@ -1,5 +1,7 @@
 """tuneroute operator: FineTuneJob and ModelRoute controllers (kopf)."""
 
-GROUP = "tuneroute.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+# The API group and version live with the trainer's contract: the trainer writes progress into a
+# FineTuneJob's status and must not import this package (see tuneroute_trainer.contract).
+from tuneroute_trainer.contract import API_VERSION, GROUP, VERSION
+
+__all__ = ["API_VERSION", "GROUP", "VERSION"]

@@ -81,23 +81,24 @@ def training_pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "finetunejobs")
-def finetunejob_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
+def finetunejob_changed(
+    body: kopf.Body, memo: kopf.Memo, type: str | None, adapter_entries: kopf.Index, **_: Any
+) -> None:
     # A route serving this job's adapter picks it up (or drops it) when the job's phase moves.
     if type == "DELETED":
         return
-    for route in reconcile.routes_waiting_on(memo.kube, dict(body)):
-        _run(
-            "ModelRoute",
-            reconcile.modelroute,
-            memo.kube,
-            memo.settings,
-            body.metadata.namespace,
-            route["metadata"]["name"],
-            _emit,
-        )
+    entries = adapter_entries.get((body.metadata.namespace, body.metadata.name), [])
+    for route in reconcile.routes_waiting_on(entries, dict(body)):
+        _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, body.metadata.namespace, route, _emit)
 
 
 # ModelRoute
+
+
+@kopf.index(GROUP, VERSION, "modelroutes")
+def adapter_entries(name: str, namespace: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
+    """(namespace, FineTuneJob) -> the route's pool entries serving that job's adapter."""
+    return reconcile.adapter_entries(namespace, name, dict(spec), dict(status))
 
 
 @kopf.on.resume(GROUP, VERSION, "modelroutes")

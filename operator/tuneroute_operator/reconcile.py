@@ -5,18 +5,20 @@ kopf handlers (handlers.py) call these; they take a Kube, so tests can run them 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from . import API_VERSION
-from .api.finetunejob import FineTuneJobSpec
-from .api.modelroute import ModelRouteSpec
+from tuneroute_trainer.contract import API_VERSION, describe, now
+
+from .api.common import Condition
+from .api.finetunejob import FineTuneJobSpec, FineTuneJobStatus
+from .api.modelroute import ModelRouteSpec, ModelRouteStatus
 from .builders import finetunejob as ftj_build
 from .builders import modelroute as route_build
 from .builders.common import CONFIG_HASH, Owner
@@ -45,23 +47,26 @@ class InvalidSpec(Exception):
     """A spec the API server accepted but the operator cannot act on; retrying will not help."""
 
 
-def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def describe(err: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors())
-
-
-def _emit_transitions(emit: Emit, body: dict, before: list[dict] | None, after: list[dict]) -> None:
+def _emit_transitions(emit: Emit, body: dict, before: list[dict] | None, after: list[Condition]) -> None:
     """One Event per new reason among the conditions that turned True (and Ready, either way)."""
     reasons: set[str] = set()
     for c in cond.transitions(before, after):
-        if (c["status"] != "True" and c["type"] != "Ready") or c["reason"] in reasons:
+        if (c.status != "True" and c.type != "Ready") or c.reason in reasons:
             continue
-        reasons.add(c["reason"])
-        warning = c["type"] in ("Failed", "Degraded") or c["reason"] == "InvalidSpec"
-        emit(body, "Warning" if warning else "Normal", c["reason"], c["message"] or f"{c['type']}={c['status']}")
+        reasons.add(c.reason)
+        warning = c.type in ("Failed", "Degraded") or c.reason in ("InvalidSpec", route_status.CONFIG_REFUSED)
+        emit(body, "Warning" if warning else "Normal", c.reason, c.message or f"{c.type}={c.status}")
+
+
+def _write_status(kube: Kube, emit: Emit, body: dict[str, Any], status: FineTuneJobStatus | ModelRouteStatus) -> None:
+    """Merge-patch the fields `status` sets (the trainer's progress, say, is kept), unless
+    they hold those values already: no write, so no event storm from our own patches."""
+    meta, old = body["metadata"], body.get("status") or {}
+    patch = status.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
+    if all(old.get(k) == v for k, v in patch.items()):
+        return
+    kube.patch_status(API_VERSION, body["kind"], meta["namespace"], meta["name"], patch)
+    _emit_transitions(emit, body, old.get("conditions"), status.conditions)
 
 
 def _fail_invalid(kube: Kube, emit: Emit, body: dict, message: str, types: tuple[str, ...]) -> None:
@@ -69,11 +74,14 @@ def _fail_invalid(kube: Kube, emit: Emit, body: dict, message: str, types: tuple
     before = (body.get("status") or {}).get("conditions")
     wanted = [cond.Cond(t, t in ("Failed", "Degraded"), "InvalidSpec", message) for t in types]
     conditions = cond.merge(before, wanted, now(), meta.get("generation", 1))
-    status: dict[str, Any] = {"conditions": conditions, "observedGeneration": meta.get("generation")}
+    status: FineTuneJobStatus | ModelRouteStatus
     if body["kind"] == "FineTuneJob":
-        status |= {"phase": "Failed", "message": message}
-    kube.patch_status(API_VERSION, body["kind"], meta["namespace"], meta["name"], status)
-    _emit_transitions(emit, body, before, conditions)
+        status = FineTuneJobStatus(
+            phase="Failed", message=message, conditions=conditions, observed_generation=meta.get("generation")
+        )
+    else:
+        status = ModelRouteStatus(conditions=conditions, observed_generation=meta.get("generation"))
+    _write_status(kube, emit, body, status)
 
 
 # FineTuneJob ------------------------------------------------------------------------------
@@ -112,32 +120,21 @@ def _finetunejob_status(kube: Kube, body: dict[str, Any], emit: Emit) -> None:
     pods = kube.list("v1", "Pod", ns, f"job-name={name}") if job and not jst.get("ready") else []
     suspend = bool((body.get("spec") or {}).get("suspend"))
     phase, wanted, message = ftj_status.phase_and_conditions(job, pods, suspend)
-    conditions = cond.merge(old.get("conditions"), wanted, now(), meta.get("generation", 1))
-    status: dict[str, Any] = {
-        "phase": phase,
-        "conditions": conditions,
-        "observedGeneration": meta.get("generation"),
-        "jobName": name if job else None,
-        "attempts": ftj_status.attempts(job),
-        "startTime": jst.get("startTime"),
-        "completionTime": jst.get("completionTime"),
-        "message": message,
-    }
+    adapter = None
     if phase == "Succeeded":
-        spec = FineTuneJobSpec.model_validate(body["spec"])
-        owner = Owner.of(body)
-        path = ftj_build.output_path(owner, spec)
-        status["adapter"] = {
-            "name": ftj_build.adapter_name(owner, spec),
-            "pvc": spec.output.pvc,
-            "path": path,
-            "uri": f"pvc://{spec.output.pvc}/{path}",
-        }
-    status = {k: v for k, v in status.items() if v is not None}
-    if all(old.get(k) == v for k, v in status.items()):
-        return  # nothing changed: no write, so no event storm from our own patches
-    kube.patch_status(API_VERSION, "FineTuneJob", ns, name, status)
-    _emit_transitions(emit, body, old.get("conditions"), conditions)
+        adapter = ftj_status.adapter(Owner.of(body), FineTuneJobSpec.model_validate(body["spec"]))
+    status = FineTuneJobStatus(
+        phase=phase,
+        conditions=cond.merge(old.get("conditions"), wanted, now(), meta.get("generation", 1)),
+        observed_generation=meta.get("generation"),
+        job_name=name if job else None,
+        attempts=ftj_status.attempts(job),
+        start_time=jst.get("startTime"),
+        completion_time=jst.get("completionTime"),
+        message=message,
+        adapter=adapter,
+    )
+    _write_status(kube, emit, body, status)
 
 
 # ModelRoute -------------------------------------------------------------------------------
@@ -164,59 +161,84 @@ def _modelroute(kube: Kube, settings: Settings, body: dict[str, Any], emit: Emit
     try:
         spec = ModelRouteSpec.model_validate(body["spec"])
         resolved = route_build.resolve(owner, spec, _referenced_finetunejobs(kube, owner.namespace, spec))
-        ready = [r for r in resolved if r.model is not None]
-        config = route_build.router_config(spec, resolved, keys=spec.api_key_secret is not None) if ready else None
     except ValidationError as e:
         _fail_invalid(kube, emit, body, f"invalid spec: {describe(e)}", ("Ready", "Degraded"))
         raise InvalidSpec(describe(e)) from None
+    config, refused = None, None
+    if any(r.model is not None for r in resolved):
+        try:
+            config = route_build.router_config(spec, resolved, keys=spec.api_key_secret is not None)
+        except ValidationError as e:
+            refused = describe(e)  # a policy that counts on a pending entry: reported, never rewritten
     config_hash = old.get("configHash")
     if config is not None:
-        # With no ready backend the old ConfigMap stays: the router keeps its last good config.
+        # With no config to give (no ready backend, or one the router would refuse) the old
+        # ConfigMap stays: the router keeps its last good config.
         cm = kube.apply(route_build.configmap(owner, config))
         config_hash = cm["metadata"]["annotations"][CONFIG_HASH]
     deployment = None
     if config_hash:
         deployment = kube.apply(route_build.deployment(owner, spec, settings, config_hash))
         kube.apply(route_build.service(owner))
-    _modelroute_status(kube, body, spec.router.replicas, resolved, deployment, config_hash, emit)
+    _modelroute_status(kube, body, spec.router.replicas, resolved, deployment, config_hash, refused, emit)
 
 
 def _modelroute_status(
-    kube: Kube, body: dict, replicas: int, resolved: list, deployment: dict | None, config_hash: str | None, emit: Emit
+    kube: Kube,
+    body: dict,
+    replicas: int,
+    resolved: list[route_build.Resolved],
+    deployment: dict | None,
+    config_hash: str | None,
+    refused: str | None,
+    emit: Emit,
 ) -> None:
     meta, old = body["metadata"], body.get("status") or {}
-    owner = Owner.of(body)
-    wanted = route_status.conditions(resolved, deployment, replicas)
-    conditions = cond.merge(old.get("conditions"), wanted, now(), meta.get("generation", 1))
+    wanted = route_status.conditions(resolved, deployment, replicas, refused)
     ready_n = sum(r.model is not None for r in resolved)
-    status = {
-        "conditions": conditions,
-        "observedGeneration": meta.get("generation"),
-        "readyBackends": ready_n,
-        "totalBackends": len(resolved),
-        "backends": f"{ready_n}/{len(resolved)}",
-        "backendStatus": route_status.backend_status(resolved),
-        "endpoint": route_build.endpoint(owner),
-        "configHash": config_hash,
-    }
-    status = {k: v for k, v in status.items() if v is not None}
-    if all(old.get(k) == v for k, v in status.items()):
-        return
-    kube.patch_status(API_VERSION, "ModelRoute", meta["namespace"], meta["name"], status)
-    _emit_transitions(emit, body, old.get("conditions"), conditions)
+    status = ModelRouteStatus(
+        conditions=cond.merge(old.get("conditions"), wanted, now(), meta.get("generation", 1)),
+        observed_generation=meta.get("generation"),
+        ready_backends=ready_n,
+        total_backends=len(resolved),
+        backends=f"{ready_n}/{len(resolved)}",
+        backend_status=route_status.backend_status(resolved),
+        endpoint=route_build.endpoint(Owner.of(body)),
+        config_hash=config_hash,
+    )
+    _write_status(kube, emit, body, status)
 
 
-def routes_waiting_on(kube: Kube, finetunejob: dict[str, Any]) -> list[dict[str, Any]]:
-    """ModelRoutes whose view of this FineTuneJob's adapter is out of date."""
-    meta = finetunejob["metadata"]
-    adapter_ready = (finetunejob.get("status") or {}).get("phase") == "Succeeded"
-    out = []
-    for route in kube.list(API_VERSION, "ModelRoute", meta["namespace"]):
-        for entry in (route.get("spec") or {}).get("pool") or []:
-            if ((entry.get("backend") or {}).get("fineTuneJob") or {}).get("name") != meta["name"]:
-                continue
-            seen = {b["name"]: b.get("ready") for b in (route.get("status") or {}).get("backendStatus") or []}
-            if seen.get(entry["name"]) != adapter_ready:
-                out.append(route)
-                break
+# Which routes serve which FineTuneJob's adapter: a kopf index over the ModelRoutes (handlers.py),
+# so that a FineTuneJob's event looks up its routes instead of listing every route.
+
+
+@dataclass(frozen=True)
+class AdapterEntry:
+    """A route's pool entry that serves a FineTuneJob's adapter, and whether the route's status
+    last said it was ready (None: not said yet)."""
+
+    route: str
+    entry: str
+    ready: bool | None
+
+
+def adapter_entries(
+    namespace: str, name: str, spec: dict[str, Any], status: dict[str, Any]
+) -> dict[tuple[str, str], tuple[AdapterEntry, ...]]:
+    """One ModelRoute's index entries: (namespace, FineTuneJob name) -> its entries serving that job."""
+    seen = {b.get("name"): b.get("ready") for b in (status or {}).get("backendStatus") or []}
+    out: dict[tuple[str, str], tuple[AdapterEntry, ...]] = {}
+    for entry in (spec or {}).get("pool") or []:
+        job = ((entry.get("backend") or {}).get("fineTuneJob") or {}).get("name")
+        if job:
+            key = (namespace, job)
+            out[key] = (*out.get(key, ()), AdapterEntry(name, entry.get("name", ""), seen.get(entry.get("name"))))
     return out
+
+
+def routes_waiting_on(entries: Iterable[tuple[AdapterEntry, ...]], finetunejob: dict[str, Any]) -> list[str]:
+    """Names of the routes whose view of this FineTuneJob's adapter is out of date."""
+    adapter_ready = (finetunejob.get("status") or {}).get("phase") == "Succeeded"
+    stale = {e.route for group in entries for e in group if e.ready != adapter_ready}
+    return sorted(stale)

@@ -1,32 +1,40 @@
 """The router's configuration: the contract with the operator.
 
 The operator imports these models to render a ModelRoute into the ConfigMap
-(`/etc/tuneroute/router.yaml`) and reuses some sub-models in the CRD's OpenAPI
-schema, so constraints live in Field(...) where possible and every field has a
-description. Keep this module light: no heavy imports.
+(`/etc/tuneroute/router.yaml`) and builds the ModelRoute CRD from some of them: a pool entry
+is a `PoolMember` plus its backend, the policy is `Policy` itself. The routing rules between
+the pool and the policy are here once, CEL (run by the API server on the ModelRoute spec) and
+Python (run by the router on its config, and by the operator on the spec) side by side; see
+tuneroute_trainer.contract.Rule. Keep this module light: no heavy imports.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, ValidationError, model_validator
+
+from tuneroute_trainer.contract import ApiModel, Rule, check, describe, rules
 
 __all__ = [
+    "ROUTE_RULES",
     "AdapterRef",
     "Auth",
     "Capabilities",
     "ConfigError",
     "Dispatch",
     "Policy",
+    "PoolMember",
     "PoolModel",
     "Pricing",
     "RouterConfig",
     "Server",
     "TierExamples",
+    "check_route",
     "default_thresholds",
     "load_config",
     "parse_config",
@@ -41,26 +49,63 @@ _MODE_BOUNDS: dict[str, tuple[float, float]] = {
     "quality": (0.25, 0.55),
 }
 
+THRESHOLDS_IN_RANGE = Rule(
+    "!has(self.thresholds) || self.thresholds.all(x, x > 0.0 && x < 1.0)",
+    "thresholds must lie strictly between 0 and 1",
+    "thresholds",
+)
+THRESHOLDS_ASCENDING = Rule(
+    "!has(self.thresholds) || (self.thresholds.isSorted() && self.thresholds.all(x, self.thresholds.exists_one(y, y == x)))",
+    "thresholds must be strictly ascending",
+    "thresholds",
+)
+# The rules between a route's pool and its policy. The CEL runs on a ModelRoute spec (`model` is
+# the routed name there, `virtualModel` in the router config); the Python is check_route.
+DEFAULT_MODEL_IN_POOL = Rule(
+    "!has(self.policy) || !has(self.policy.defaultModel) || self.pool.exists(p, p.name == self.policy.defaultModel)",
+    "must name a pool entry",
+    "policy.defaultModel",
+)
+FALLBACK_IN_POOL = Rule(
+    "!has(self.policy) || !has(self.policy.fallbackOrder) || self.policy.fallbackOrder.all(n, self.pool.exists(p, p.name == n))",
+    "must name pool entries only",
+    "policy.fallbackOrder",
+)
+EXAMPLE_TIERS_IN_POOL = Rule(
+    "!has(self.policy) || !has(self.policy.examples) || self.policy.examples.all(e, self.pool.exists(p, p.tier == e.tier))",
+    "each example's tier must be the tier of some pool entry",
+    "policy.examples",
+)
+THRESHOLDS_PER_TIER = Rule(
+    "!has(self.policy) || !has(self.policy.thresholds) || self.policy.thresholds.size() + 1 == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10].filter(t, self.pool.exists(p, p.tier == t)).size()",
+    "needs one cut point fewer than the pool has distinct tiers",
+    "policy.thresholds",
+)
+ROUTED_NAME_NOT_IN_POOL = Rule(
+    "!self.pool.exists(p, p.name == self.model)",
+    "the routed model name must differ from every pool entry's name",
+    "model",
+)
+ROUTE_RULES = (
+    DEFAULT_MODEL_IN_POOL,
+    FALLBACK_IN_POOL,
+    EXAMPLE_TIERS_IN_POOL,
+    THRESHOLDS_PER_TIER,
+    ROUTED_NAME_NOT_IN_POOL,
+)
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-    )
 
-
-class Pricing(_Model):
+class Pricing(ApiModel):
     input_per_million: float = Field(0.0, ge=0, description="USD per 1M prompt tokens.")
     output_per_million: float = Field(0.0, ge=0, description="USD per 1M completion tokens.")
 
 
-class Capabilities(_Model):
+class Capabilities(ApiModel):
     tools: bool = Field(False, description="The model handles tool/function calls.")
     vision: bool = Field(False, description="The model accepts image inputs.")
 
 
-class AdapterRef(_Model):
+class AdapterRef(ApiModel):
     name: str = Field(
         ...,
         min_length=1,
@@ -76,14 +121,35 @@ class AdapterRef(_Model):
     )
 
 
-class PoolModel(_Model):
+class PoolMember(ApiModel):
+    """What a ModelRoute's pool entry and the router's pool model share (the CRD's PoolEntry adds
+    where the backend is; PoolModel adds its resolved URL and dispatch limits)."""
+
     name: str = Field(
         ...,
         min_length=1,
         max_length=128,
         pattern=r"^[A-Za-z0-9._:/-]+$",
-        description="Name listed by /v1/models; a client sending it bypasses routing.",
+        description="Model name clients see in /v1/models; sending it bypasses routing.",
     )
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="Model name sent to the backend; defaults to name (for a LoRA adapter: the adapter name).",
+    )
+    tier: int = Field(
+        ...,
+        ge=1,
+        le=10,
+        description="Capability tier, 1 = cheapest/weakest. The router picks the lowest tier that covers a prompt's complexity.",
+    )
+    pricing: Pricing = Field(default_factory=Pricing, description="USD per 1M input/output tokens (for cost metrics).")
+    context_window: int = Field(..., ge=1, description="Maximum prompt plus completion tokens the model accepts.")
+    capabilities: Capabilities = Field(default_factory=Capabilities, description="Hard capabilities: tools, vision.")
+
+
+class PoolModel(PoolMember):
     url: str = Field(
         ...,
         min_length=1,
@@ -91,16 +157,6 @@ class PoolModel(_Model):
         pattern=r"^https?://\S+$",
         description="Backend base URL including /v1, e.g. http://vllm-small.ns.svc:8000/v1.",
     )
-    model: str | None = Field(
-        None,
-        min_length=1,
-        max_length=256,
-        description="Model name sent to the backend (a LoRA adapter name for vLLM); defaults to name.",
-    )
-    tier: int = Field(..., ge=1, le=10, description="Capability tier, 1 = cheapest/weakest.")
-    pricing: Pricing = Field(default_factory=Pricing, description="Token prices, for cost metrics.")
-    context_window: int = Field(..., ge=1, description="Maximum prompt plus completion tokens the model accepts.")
-    capabilities: Capabilities = Field(default_factory=Capabilities, description="Hard capabilities (tools, vision).")
     max_concurrency: int = Field(64, ge=1, description="In-flight requests allowed to this backend.")
     timeout_seconds: float = Field(300.0, gt=0, description="Whole-request timeout for this backend.")
     adapter: AdapterRef | None = Field(
@@ -112,7 +168,7 @@ class PoolModel(_Model):
         return self.model or self.name
 
 
-class TierExamples(_Model):
+class TierExamples(ApiModel):
     tier: int = Field(..., ge=1, le=10, description="Tier these prompts belong to.")
     prompts: list[str] = Field(
         ...,
@@ -122,7 +178,9 @@ class TierExamples(_Model):
     )
 
 
-class Policy(_Model):
+class Policy(ApiModel):
+    model_config = rules(THRESHOLDS_IN_RANGE, THRESHOLDS_ASCENDING)
+
     mode: Literal["cost", "balanced", "quality"] = Field("balanced", description="How eagerly to pick cheaper tiers.")
     thresholds: list[float] | None = Field(
         None,
@@ -148,17 +206,29 @@ class Policy(_Model):
     )
 
     @model_validator(mode="after")
-    def _ascending(self) -> Policy:
-        t = self.thresholds
-        if t is not None:
-            if any(not 0 < x < 1 for x in t):
-                raise ValueError("thresholds must lie strictly between 0 and 1")
-            if any(b <= a for a, b in itertools.pairwise(t)):
-                raise ValueError("thresholds must be strictly ascending")
+    def _rules(self) -> Policy:
+        t = self.thresholds or []
+        check(all(0 < x < 1 for x in t), THRESHOLDS_IN_RANGE)
+        check(all(a < b for a, b in itertools.pairwise(t)), THRESHOLDS_ASCENDING)
         return self
 
 
-class Auth(_Model):
+def check_route(pool: Sequence[PoolMember], policy: Policy, routed: str, routed_field: str = "model") -> None:
+    """The Python side of ROUTE_RULES (plus unique names, which the CRD enforces as list-map keys).
+    `routed` is the routed model name, held in `routed_field` (ModelRoute: model; router: virtualModel)."""
+    names = [m.name for m in pool]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"pool: duplicate model names {dupes}")
+    tiers = {m.tier for m in pool}
+    check(policy.default_model is None or policy.default_model in names, DEFAULT_MODEL_IN_POOL)
+    check(all(n in names for n in policy.fallback_order), FALLBACK_IN_POOL)
+    check(all(e.tier in tiers for e in policy.examples), EXAMPLE_TIERS_IN_POOL)
+    check(policy.thresholds is None or len(policy.thresholds) == len(tiers) - 1, THRESHOLDS_PER_TIER)
+    check(routed not in names, dataclasses.replace(ROUTED_NAME_NOT_IN_POOL, field=routed_field))
+
+
+class Auth(ApiModel):
     api_keys_path: str | None = Field(
         None,
         description=(
@@ -168,7 +238,7 @@ class Auth(_Model):
     )
 
 
-class Dispatch(_Model):
+class Dispatch(ApiModel):
     retries: int = Field(2, ge=0, le=5, description="Extra attempts on other models after a failure.")
     connect_timeout_seconds: float = Field(5.0, gt=0, description="TCP connect timeout.")
     failure_threshold: int = Field(3, ge=1, description="Consecutive failures that open a backend's circuit.")
@@ -177,12 +247,12 @@ class Dispatch(_Model):
     )
 
 
-class Server(_Model):
+class Server(ApiModel):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
     log_prompts: bool = Field(False, description="Include prompt text in decision logs.")
 
 
-class RouterConfig(_Model):
+class RouterConfig(ApiModel):
     virtual_model: str = Field(
         "auto", min_length=1, max_length=128, description="Model name clients send to be routed."
     )
@@ -195,29 +265,8 @@ class RouterConfig(_Model):
     server: Server = Field(default_factory=Server, description="HTTP server limits and logging.")
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> RouterConfig:
-        names = [m.name for m in self.pool]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"pool: duplicate model names {dupes}")
-        if self.virtual_model in names:
-            raise ValueError(f"virtualModel {self.virtual_model!r} collides with a pool model name")
-        known = set(names)
-        p = self.policy
-        if p.default_model is not None and p.default_model not in known:
-            raise ValueError(f"policy.defaultModel {p.default_model!r} is not in the pool")
-        unknown = [n for n in p.fallback_order if n not in known]
-        if unknown:
-            raise ValueError(f"policy.fallbackOrder names models not in the pool: {unknown}")
-        tiers = {m.tier for m in self.pool}
-        bad = sorted({e.tier for e in p.examples} - tiers)
-        if bad:
-            raise ValueError(f"policy.examples: tiers {bad} have no model in the pool")
-        if p.thresholds is not None and len(p.thresholds) != len(tiers) - 1:
-            raise ValueError(
-                f"policy.thresholds: need {len(tiers) - 1} cut points for {len(tiers)} distinct tiers,"
-                f" got {len(p.thresholds)}"
-            )
+    def _rules(self) -> RouterConfig:
+        check_route(self.pool, self.policy, self.virtual_model, "virtualModel")
         return self
 
     def tiers(self) -> list[int]:
@@ -245,19 +294,11 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and field."""
 
 
-def _describe(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
-        parts.append(f"{loc}: {e['msg']}")
-    return "; ".join(parts)
-
-
 def parse_config(data: object, source: str = "<config>") -> RouterConfig:
     try:
         return RouterConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{source}: invalid router config: {_describe(e)}") from None
+        raise ConfigError(f"{source}: invalid router config: {describe(e)}") from None
 
 
 def load_config(path: str | Path) -> RouterConfig:

@@ -9,6 +9,8 @@ from tuneroute_operator.api.modelroute import ModelRouteSpec
 from tuneroute_operator.builders import modelroute as build
 from tuneroute_operator.builders.common import Owner
 from tuneroute_operator.settings import Settings
+from tuneroute_router.config import PoolMember
+from tuneroute_trainer.contract import describe
 
 SUCCEEDED = {
     "status": {
@@ -35,35 +37,55 @@ def test_succeeded_adapter_is_served_by_its_base_backend(route_body):
     assert (entry.backend_model, entry.adapter.path) == ("qwen3-support", "/adapters/adapters/qwen3-support")
 
 
-def test_policy_references_to_pending_entries_are_dropped_until_ready(route_body):
+def test_a_policy_naming_a_pending_entry_is_refused_never_rewritten(route_body):
+    """While the adapter trains, the router would refuse a default model it does not have: the
+    operator gets the router's refusal (and reports it), not a policy with the name dropped."""
     route_body["spec"]["policy"]["defaultModel"] = "qwen3-support"
     route_body["spec"]["policy"]["fallbackOrder"] = ["qwen3-support", "qwen3-235b-a22b"]
     spec = ModelRouteSpec.model_validate(route_body["spec"])
-    pending = build.router_config(spec, _resolve(route_body, {"qwen3-support": None}), keys=False)
-    assert pending.policy.default_model is None and pending.policy.fallback_order == ["qwen3-235b-a22b"]
+    with pytest.raises(ValidationError) as e:
+        build.router_config(spec, _resolve(route_body, {"qwen3-support": None}), keys=False)
+    assert describe(e.value) == "policy.defaultModel: must name a pool entry"
     ready = build.router_config(spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}), keys=True)
-    assert ready.policy.default_model == "qwen3-support" and ready.auth.api_keys_path == build.KEYS_DIR
+    assert ready.policy == spec.policy and ready.auth.api_keys_path == build.KEYS_DIR
 
 
-def test_thresholds_wait_while_a_whole_tier_is_pending(route_body):
+def test_thresholds_are_kept_as_written_and_refused_while_a_whole_tier_is_pending(route_body):
     route_body["spec"]["pool"] = [e for e in route_body["spec"]["pool"] if e["name"] != "qwen3-30b-a3b"]
     route_body["spec"]["pool"][1]["backend"]["fineTuneJob"]["base"] = "qwen3-4b"
     route_body["spec"]["policy"]["fallbackOrder"] = []
     route_body["spec"]["policy"]["thresholds"] = [0.4, 0.8]
     spec = ModelRouteSpec.model_validate(route_body["spec"])
-    assert (
-        build.router_config(spec, _resolve(route_body, {"qwen3-support": None}), keys=False).policy.thresholds is None
-    )
-    assert build.router_config(
-        spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}), keys=False
-    ).policy.thresholds == [0.4, 0.8]
+    with pytest.raises(ValidationError) as e:
+        build.router_config(spec, _resolve(route_body, {"qwen3-support": None}), keys=False)
+    assert describe(e.value).startswith("policy.thresholds: needs one cut point fewer")
+    ready = build.router_config(spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}), keys=False)
+    assert ready.policy.thresholds == [0.4, 0.8]
 
 
-def test_examples_for_a_tier_no_entry_has_are_refused_by_the_routers_model(route_body):
-    route_body["spec"]["policy"]["examples"] = [{"tier": 7, "prompts": ["hi"]}]
+def test_a_policy_that_does_not_name_pending_entries_is_served_over_the_ready_ones(route_body):
     spec = ModelRouteSpec.model_validate(route_body["spec"])
-    with pytest.raises(ValidationError, match=r"policy\.examples"):
-        build.router_config(spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}), keys=False)
+    config = build.router_config(spec, _resolve(route_body, {"qwen3-support": None}), keys=False)
+    assert [m.name for m in config.pool] == ["qwen3-4b", "qwen3-30b-a3b", "qwen3-235b-a22b"]
+    assert config.policy == spec.policy
+
+
+def test_examples_for_a_tier_no_entry_has_are_refused_with_the_spec(route_body):
+    route_body["spec"]["policy"]["examples"] = [{"tier": 7, "prompts": ["hi"]}]
+    with pytest.raises(ValidationError) as e:
+        ModelRouteSpec.model_validate(route_body["spec"])
+    assert describe(e.value).startswith("policy.examples: each example's tier")
+
+
+def test_pool_entries_carry_every_shared_field_into_the_router_config(route_body):
+    """A PoolEntry is a PoolMember plus its backend: every shared field reaches the router."""
+    route_body["spec"]["pool"][0].update(model="qwen3-4b-instruct", capabilities={"tools": True, "vision": True})
+    spec = ModelRouteSpec.model_validate(route_body["spec"])
+    model = _resolve(route_body, {"qwen3-support": SUCCEEDED})[0].model
+    entry = spec.pool[0]
+    assert {k: getattr(model, k) for k in PoolMember.model_fields} == {
+        k: getattr(entry, k) for k in PoolMember.model_fields
+    }
 
 
 def test_config_checksum_is_on_the_deployment_not_the_pod_template(route_body):

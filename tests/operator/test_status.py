@@ -80,10 +80,14 @@ def test_suspended_job():
     assert phase == "Suspended" and _by_type(conds)["Suspended"].status is True
 
 
+def _wire(conds):
+    return [c.wire() for c in conds]  # as read back from the API server
+
+
 def test_transition_time_moves_only_when_status_changes():
     first = cond.merge(None, [cond.Cond("Ready", False, "Pending")], "t1", 1)
-    same = cond.merge(first, [cond.Cond("Ready", False, "StillPending", "x")], "t2", 1)
-    flipped = cond.merge(same, [cond.Cond("Ready", True, "Done")], "t3", 1)
-    assert [c[0]["lastTransitionTime"] for c in (first, same, flipped)] == ["t1", "t1", "t3"]
-    assert cond.transitions(first, same) == same  # reason changed: worth an event
-    assert cond.transitions(same, same) == []
+    same = cond.merge(_wire(first), [cond.Cond("Ready", False, "StillPending", "x")], "t2", 1)
+    flipped = cond.merge(_wire(same), [cond.Cond("Ready", True, "Done")], "t3", 1)
+    assert [c[0].last_transition_time for c in (first, same, flipped)] == ["t1", "t1", "t3"]
+    assert cond.transitions(_wire(first), same) == same  # reason changed: worth an event
+    assert cond.transitions(_wire(same), same) == []

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tuneroute_trainer.cli import validation_message
 from tuneroute_trainer.config import TrainerConfig, load_config
+from tuneroute_trainer.contract import describe
 
 MINIMAL = {
     "model": {"id": "Qwen/Qwen3-30B-A3B"},
@@ -55,7 +55,7 @@ def test_json_schema_describes_every_field_and_carries_constraints():
     lora = schema["$defs"]["LoraSpec"]["properties"]
     assert lora["rank"]["minimum"] == 1 and lora["rank"]["maximum"] == 1024
     assert set(lora["kernel"]["enum"]) == {"auto", "triton", "grouped", "loop", "peft"}
-    assert "pattern" in schema["$defs"]["OutputSpec"]["properties"]["adapterName"]
+    assert "pattern" in schema["$defs"]["AdapterOutput"]["properties"]["adapterName"]
 
 
 @pytest.mark.parametrize(
@@ -67,15 +67,15 @@ def test_json_schema_describes_every_field_and_carries_constraints():
         ({"model": {"id": "x", "path": "/m"}}, "model: exactly one of model.id and model.path"),
         ({"dataset": {"path": "/d.jsonl", "format": "tsv"}}, "dataset.format:"),
         ({"output": {"dir": "/o", "adapterName": "Bad_Name"}}, "output.adapterName:"),
-        ({"lora": {"dropout": 0.1}}, "lora.dropout: must be 0 when lora.experts is true"),
-        ({"method": "dpo"}, "dataset.format: method dpo needs the preference format"),
+        ({"lora": {"dropout": 0.1}}, "lora.dropout: must be 0 when experts is true"),
+        ({"method": "dpo"}, "dataset.format: method dpo needs a dataset with format preference"),
         ({"training": {"epochs": 1, "warmup": 3}}, "training.warmup:"),
     ],
 )
 def test_bad_values_name_the_field(over, field):
     with pytest.raises(ValidationError) as e:
         TrainerConfig.model_validate(_with(**over))
-    assert validation_message(e.value).startswith(field)
+    assert describe(e.value).startswith(field)
 
 
 def test_dropout_allowed_without_expert_lora():

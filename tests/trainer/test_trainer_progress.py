@@ -1,10 +1,15 @@
-from tuneroute_trainer.config import ReportSpec
+"""Progress snapshots (pure) and the reporter that patches them into a FineTuneJob's status."""
+
+import pytest
+
+from tuneroute_testing.k8s import apply, get, small_finetunejob
+from tuneroute_trainer.config import Progress, ReportSpec
 from tuneroute_trainer.progress import StatusReporter, progress_snapshot
 
 
 def test_snapshot_rates_and_eta_count_only_this_process():
     # resumed at step 100 with 40k tokens seen; 50 more steps and 20k tokens in 10 s
-    snap = progress_snapshot(150, 200, 1.23456789, 60_000, 10.0, 0.75, start_step=100, start_tokens=40_000)
+    snap = progress_snapshot(150, 200, 1.23456789, 60_000, 10.0, 0.75, start_step=100, start_tokens=40_000).wire()
     assert snap["step"] == 150 and snap["totalSteps"] == 200 and snap["percent"] == 75.0
     assert snap["tokensPerSecond"] == 2000.0
     assert snap["etaSeconds"] == 10.0  # 50 steps left at 5 steps/s
@@ -13,39 +18,50 @@ def test_snapshot_rates_and_eta_count_only_this_process():
 
 
 def test_snapshot_omits_unknowns():
-    snap = progress_snapshot(0, 10, None, 0, 0.0, None)
+    snap = progress_snapshot(0, 10, None, 0, 0.0, None).wire()
     assert "loss" not in snap and "etaSeconds" not in snap and snap["percent"] == 0.0
 
 
-class FakeApi:
-    def __init__(self, fail=False):
-        self.calls, self.fail = [], fail
-
-    def patch_namespaced_custom_object_status(self, *args, **kwargs):
-        self.calls.append((args, kwargs))
-        if self.fail:
-            raise RuntimeError("403 Forbidden")
+@pytest.fixture
+def finetunejob(control_plane, crds, namespace):
+    apply(control_plane, namespace, small_finetunejob("ft-1"))
+    return namespace, "ft-1"
 
 
-def test_reporter_patches_the_finetunejob_status_and_throttles():
+def _api(control_plane):
+    from kubernetes import client, config
+
+    return client.CustomObjectsApi(config.new_client_from_config(str(control_plane.kubeconfig)))
+
+
+def _progress(control_plane, namespace: str) -> dict | None:
+    return (get(control_plane, namespace, "finetunejob", "ft-1").get("status") or {}).get("progress")
+
+
+@pytest.mark.cluster
+def test_reporter_patches_the_finetunejob_status_and_throttles(control_plane, finetunejob):
+    """Against the real API server, which prunes any key its schema does not have: what comes
+    back is what the trainer wrote. The clock is the test's, to step through the throttle."""
+    namespace, name = finetunejob
     now = [0.0]
-    api = FakeApi()
-    rep = StatusReporter(
-        ReportSpec(namespace="team-a", name="ft-1", interval_seconds=10), api=api, clock=lambda: now[0]
-    )
-    assert rep.report({"step": 1}) is True
+    spec = ReportSpec(namespace=namespace, name=name, interval_seconds=10)
+    rep = StatusReporter(spec, api=_api(control_plane), clock=lambda: now[0])
+    first = progress_snapshot(1, 4, 2.5, 1000, 2.0, 0.25)
+    assert rep.report(first) is True
+    assert _progress(control_plane, namespace) == first.wire()  # every key kept: none mistyped
     now[0] = 5
-    assert rep.report({"step": 2}) is False  # within the interval
-    assert rep.report({"step": 3}, force=True) is True  # the final one always goes out
+    assert rep.report(Progress(step=2)) is False  # within the interval: not sent
+    assert _progress(control_plane, namespace)["step"] == 1
+    assert rep.report(Progress(step=3), force=True) is True  # the final one always goes out
+    assert _progress(control_plane, namespace)["step"] == 3
     now[0] = 16
-    assert rep.report({"step": 4}) is True
-    args, kwargs = api.calls[0]
-    assert args == ("tuneroute.io", "v1alpha1", "team-a", "finetunejobs", "ft-1", {"status": {"progress": {"step": 1}}})
-    assert kwargs == {"_content_type": "application/merge-patch+json"}
-    assert [c[0][5]["status"]["progress"]["step"] for c in api.calls] == [1, 3, 4]
+    assert rep.report(Progress(step=4)) is True
+    assert _progress(control_plane, namespace)["step"] == 4
 
 
-def test_reporter_failures_are_not_fatal(caplog):
-    rep = StatusReporter(ReportSpec(namespace="ns", name="job"), api=FakeApi(fail=True))
-    assert rep.report({"step": 1}) is False
-    assert "status patch of ns/job failed: 403 Forbidden" in caplog.text
+@pytest.mark.cluster
+def test_reporter_failures_are_not_fatal(control_plane, finetunejob, caplog):
+    namespace, _ = finetunejob
+    rep = StatusReporter(ReportSpec(namespace=namespace, name="missing"), api=_api(control_plane))
+    assert rep.report(Progress(step=1)) is False
+    assert f"status patch of {namespace}/missing failed" in caplog.text and "Not Found" in caplog.text

@@ -13,17 +13,10 @@ import sys
 
 from pydantic import ValidationError
 
+from .contract import describe
 from .errors import InputError, Preempted
 
 TERMINATION_LOG_ENV = "TUNEROUTE_TERMINATION_LOG"
-
-
-def validation_message(err: ValidationError) -> str:
-    """First pydantic error as `field.path: message` (camelCase field names, as in the config file)."""
-    e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"])
-    msg = e["msg"].removeprefix("Value error, ")
-    return f"{loc}: {msg}" if loc else msg  # top-level (cross-field) validators name their field themselves
 
 
 def _terminate(message: str, code: int) -> int:
@@ -51,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError:
         return _terminate(f"config: file {args.config} not found", 2)
     except ValidationError as e:
-        return _terminate(validation_message(e), 2)
+        return _terminate(describe(e), 2)
     except ValueError as e:  # YAML/JSON syntax, top level not a mapping
         return _terminate(f"config: {e}", 2)
 

@@ -1,5 +1,8 @@
-"""The trainer's input: one pydantic model, imported by the operator to render the ConfigMap
-and the FineTuneJob CRD schema. Must not import torch or transformers (the operator imports it)."""
+"""The trainer's input and output contract with the operator: its config (one pydantic model,
+rendered by the operator into the ConfigMap and embedded in the FineTuneJob CRD schema) and the
+progress it reports into the FineTuneJob's status. The cross-field rules of a FineTuneJob that
+the trainer must also enforce are here, CEL and Python side by side (see contract.Rule).
+Must not import torch or transformers (the operator imports it)."""
 
 from __future__ import annotations
 
@@ -7,27 +10,62 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
+
+from .contract import ApiModel, Rule, check, rules
 
 __all__ = [
+    "METHOD_RULES",
+    "AdapterOutput",
     "CheckpointSpec",
+    "DatasetFormat",
     "DatasetSource",
+    "FusedKernel",
+    "Kernel",
     "LoraSpec",
+    "Method",
     "ModelSource",
-    "OutputSpec",
+    "Progress",
     "ReportSpec",
     "TrainerConfig",
+    "TrainerStatus",
     "TrainingSpec",
+    "check_method",
     "load_config",
 ]
 
+# The MoE-LoRA kernels: the one list of their names (moe_lora.experts binds each fused one to its code).
+FusedKernel = Literal["triton", "grouped", "loop"]
+Kernel = Literal["auto", FusedKernel, "peft"]
+Method = Literal["sft", "dpo"]
+DatasetFormat = Literal["chat", "instruction", "completion", "preference"]
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+DROPOUT_WITHOUT_EXPERTS = Rule(
+    "!has(self.experts) || !self.experts || !has(self.dropout) || self.dropout == 0.0",
+    "must be 0 when experts is true (PEFT has no dropout on expert weights)",
+    "dropout",
+)
+# On the FineTuneJob spec and on the trainer config alike (both have method and dataset.format).
+DPO_NEEDS_PREFERENCE = Rule(
+    "self.method != 'dpo' || self.dataset.format == 'preference'",
+    "method dpo needs a dataset with format preference (prompt, chosen, rejected)",
+    "dataset.format",
+)
+PREFERENCE_NEEDS_DPO = Rule(
+    "self.method != 'sft' || self.dataset.format != 'preference'",
+    "a preference dataset needs method dpo",
+    "dataset.format",
+)
+METHOD_RULES = (DPO_NEEDS_PREFERENCE, PREFERENCE_NEEDS_DPO)
 
 
-class ModelSource(_Spec):
+def check_method(method: str, dataset_format: str) -> None:
+    """The Python side of METHOD_RULES."""
+    check(method != "dpo" or dataset_format == "preference", DPO_NEEDS_PREFERENCE)
+    check(method != "sft" or dataset_format != "preference", PREFERENCE_NEEDS_DPO)
+
+
+class ModelSource(ApiModel):
     id: str | None = Field(None, min_length=1, description="Hugging Face model id (token from HF_TOKEN).")
     revision: str = Field("main", min_length=1, description="Branch, tag or commit of the model on the hub.")
     path: str | None = Field(None, min_length=1, description="Local directory holding the model (instead of id).")
@@ -39,13 +77,13 @@ class ModelSource(_Spec):
         return self
 
 
-class DatasetSource(_Spec):
+class DatasetSource(ApiModel):
     id: str | None = Field(None, min_length=1, description="Hugging Face dataset id.")
     path: str | None = Field(
         None, min_length=1, description="Local json, jsonl or parquet file, or a directory of them (instead of id)."
     )
     split: str = Field("train", min_length=1, description="Split to train on.")
-    format: Literal["chat", "instruction", "completion", "preference"] = Field(
+    format: DatasetFormat = Field(
         ...,
         description=(
             "Row layout: chat = messages[{role, content}]; instruction = instruction, [input], output; "
@@ -60,7 +98,9 @@ class DatasetSource(_Spec):
         return self
 
 
-class LoraSpec(_Spec):
+class LoraSpec(ApiModel):
+    model_config = rules(DROPOUT_WITHOUT_EXPERTS)
+
     rank: int = Field(16, ge=1, le=1024, description="LoRA rank r.")
     alpha: int = Field(32, ge=1, description="LoRA alpha; the update is scaled by alpha / rank.")
     dropout: float = Field(
@@ -72,7 +112,7 @@ class LoraSpec(_Spec):
         description="Names of the linear (attention) modules that get LoRA.",
     )
     experts: bool = Field(True, description="Also put LoRA on the MoE experts' fused weights (PEFT target_parameters).")
-    kernel: Literal["auto", "triton", "grouped", "loop", "peft"] = Field(
+    kernel: Kernel = Field(
         "auto",
         description=(
             "MoE-LoRA implementation: auto = fastest available (triton on CUDA, grouped otherwise); "
@@ -80,8 +120,13 @@ class LoraSpec(_Spec):
         ),
     )
 
+    @model_validator(mode="after")
+    def _rules(self) -> LoraSpec:
+        check(not (self.experts and self.dropout > 0), DROPOUT_WITHOUT_EXPERTS)
+        return self
 
-class TrainingSpec(_Spec):
+
+class TrainingSpec(ApiModel):
     epochs: int = Field(1, ge=1, description="Passes over the dataset (ignored when maxSteps is set).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (AdamW).")
@@ -96,12 +141,12 @@ class TrainingSpec(_Spec):
     seed: int = Field(42, description="Random seed (data order, LoRA init).")
 
 
-class CheckpointSpec(_Spec):
+class CheckpointSpec(ApiModel):
     every_steps: int = Field(100, ge=1, description="Save a resumable checkpoint every N optimizer steps.")
     resume: bool = Field(True, description="Resume from the latest checkpoint in the output directory if there is one.")
 
 
-class OutputSpec(_Spec):
+class AdapterOutput(ApiModel):
     dir: str = Field(..., min_length=1, description="Directory that receives the adapter, tokenizer and manifest.")
     adapter_name: str = Field(
         ...,
@@ -112,35 +157,45 @@ class OutputSpec(_Spec):
     )
 
 
-class ReportSpec(_Spec):
+class ReportSpec(ApiModel):
     namespace: str = Field(..., min_length=1, description="Namespace of the FineTuneJob whose status gets progress.")
     name: str = Field(..., min_length=1, description="Name of the FineTuneJob whose status gets progress.")
     interval_seconds: float = Field(10.0, gt=0, description="Minimum seconds between two status patches.")
 
 
-class TrainerConfig(_Spec):
+class TrainerConfig(ApiModel):
     model: ModelSource = Field(..., description="Base model to fine-tune.")
     dataset: DatasetSource = Field(..., description="Training data.")
-    method: Literal["sft", "dpo"] = Field(
-        "sft", description="sft = supervised fine-tuning, dpo = preference optimisation."
-    )
+    method: Method = Field("sft", description="sft = supervised fine-tuning, dpo = preference optimisation.")
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA adapter shape and kernel.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation hyper-parameters.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpointing and resume.")
-    output: OutputSpec = Field(..., description="Where the adapter goes.")
+    output: AdapterOutput = Field(..., description="Where the adapter goes.")
     report: ReportSpec | None = Field(None, description="FineTuneJob to report progress to (in-cluster only).")
 
     @model_validator(mode="after")
-    def _cross_field(self) -> TrainerConfig:
-        if self.lora.experts and self.lora.dropout > 0:
-            raise ValueError(
-                "lora.dropout: must be 0 when lora.experts is true (PEFT has no dropout on expert weights)"
-            )
-        if self.method == "dpo" and self.dataset.format != "preference":
-            raise ValueError("dataset.format: method dpo needs the preference format")
-        if self.method == "sft" and self.dataset.format == "preference":
-            raise ValueError("dataset.format: the preference format needs method dpo")
+    def _rules(self) -> TrainerConfig:
+        check_method(self.method, self.dataset.format)
         return self
+
+
+class Progress(ApiModel):
+    """Reported by the trainer while it runs."""
+
+    step: int | None = Field(None, description="Optimizer steps done.")
+    total_steps: int | None = Field(None, description="Optimizer steps planned.")
+    percent: float | None = Field(None, description="step / totalSteps, in percent.")
+    loss: float | None = Field(None, description="Latest training loss.")
+    tokens_per_second: float | None = Field(None, description="Training throughput.")
+    eta_seconds: float | None = Field(None, description="Estimated seconds to completion.")
+    epoch: float | None = Field(None, description="Fractional epoch.")
+    updated_at: str | None = Field(None, description="When the trainer last reported (RFC 3339).")
+
+
+class TrainerStatus(ApiModel):
+    """The part of a FineTuneJob's status the trainer writes (the operator's status model extends it)."""
+
+    progress: Progress | None = Field(None, description="Training progress reported by the trainer.")
 
 
 def load_config(path: str | Path) -> TrainerConfig:

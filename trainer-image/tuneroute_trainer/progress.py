@@ -6,13 +6,13 @@ import json
 import logging
 import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from typing import Any
 
-from .config import ReportSpec
+from .config import Progress, ReportSpec, TrainerStatus
+from .contract import FINETUNEJOBS, GROUP, VERSION, now
 
 log = logging.getLogger("tuneroute_trainer")
-
-GROUP, VERSION, PLURAL = "tuneroute.io", "v1alpha1", "finetunejobs"
 
 
 def progress_snapshot(
@@ -24,30 +24,29 @@ def progress_snapshot(
     epoch: float | None,
     start_step: int = 0,
     start_tokens: int = 0,
-) -> dict:
-    """Pure: the status.progress object (camelCase) from counters; rates use this process's share only."""
+) -> Progress:
+    """Pure: status.progress from counters; rates use this process's share only."""
     done = max(step - start_step, 0)
     rate = done / elapsed if elapsed > 0 else 0.0
     tps = (tokens - start_tokens) / elapsed if elapsed > 0 else 0.0
-    snap = {
-        "step": step,
-        "totalSteps": total,
-        "percent": round(100.0 * step / total, 2) if total else 0.0,
-        "loss": None if loss is None else round(float(loss), 6),
-        "tokensPerSecond": round(tps, 1),
-        "etaSeconds": round((total - step) / rate, 1) if rate > 0 else None,
-        "epoch": None if epoch is None else round(float(epoch), 4),
-        "updatedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    return {k: v for k, v in snap.items() if v is not None}
+    return Progress(
+        step=step,
+        total_steps=total,
+        percent=round(100.0 * step / total, 2) if total else 0.0,
+        loss=None if loss is None else round(float(loss), 6),
+        tokens_per_second=round(tps, 1),
+        eta_seconds=round((total - step) / rate, 1) if rate > 0 else None,
+        epoch=None if epoch is None else round(float(epoch), 4),
+        updated_at=now(),
+    )
 
 
 class StatusReporter:
     """Merge-patches status.progress of one FineTuneJob; throttled, and failures are logged, never raised."""
 
-    def __init__(self, spec: ReportSpec, api=None, clock=time.monotonic):
+    def __init__(self, spec: ReportSpec, api: Any = None, clock: Callable[[], float] = time.monotonic):
         self.spec, self._api, self._clock = spec, api, clock
-        self._last = None
+        self._last: float | None = None
 
     def _client(self):
         if self._api is None:
@@ -60,19 +59,19 @@ class StatusReporter:
             self._api = client.CustomObjectsApi()
         return self._api
 
-    def report(self, progress: dict, force: bool = False) -> bool:
-        now = self._clock()
-        if not force and self._last is not None and now - self._last < self.spec.interval_seconds:
+    def report(self, progress: Progress, force: bool = False) -> bool:
+        t = self._clock()
+        if not force and self._last is not None and t - self._last < self.spec.interval_seconds:
             return False
-        self._last = now
+        self._last = t
         try:
             self._client().patch_namespaced_custom_object_status(
                 GROUP,
                 VERSION,
                 self.spec.namespace,
-                PLURAL,
+                FINETUNEJOBS,
                 self.spec.name,
-                {"status": {"progress": progress}},
+                {"status": TrainerStatus(progress=progress).wire()},
                 _content_type="application/merge-patch+json",
             )
             return True
@@ -103,7 +102,7 @@ def make_callback(reporter: StatusReporter | None):
                 self.tok0,
             )
             self.last = snap
-            print(json.dumps({"event": "progress", **snap}), file=sys.stdout, flush=True)
+            print(json.dumps({"event": "progress", **snap.wire()}), file=sys.stdout, flush=True)
             if reporter is not None:
                 reporter.report(snap, force=state.global_step >= state.max_steps)
 

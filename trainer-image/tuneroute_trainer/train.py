@@ -7,10 +7,10 @@ import os
 import shutil
 import signal
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from .config import TrainerConfig
+from .contract import now
 from .errors import InputError, Preempted
 from .progress import StatusReporter, make_callback
 
@@ -214,5 +214,5 @@ def _manifest(cfg, kernel, resume, state, result, losses, elapsed, dev) -> dict:
             "peft": peft.__version__,
             "trl": trl.__version__,
         },
-        "completedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "completedAt": now(),
     }

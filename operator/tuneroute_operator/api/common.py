@@ -6,21 +6,54 @@ aliases users write, and each field's description is what `kubectl explain` prin
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, Field
+
+from tuneroute_trainer.contract import ApiModel, Rule, RuleViolation, cel
+
+__all__ = [
+    "DNS_LABEL",
+    "DNS_SUBDOMAIN",
+    "ApiModel",
+    "Condition",
+    "ConditionStatus",
+    "Quantity",
+    "SecretKeyRef",
+    "SecretRef",
+    "Toleration",
+]
 
 # Kubernetes names (RFC 1123 labels / subdomains) and resource quantities.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+# Kubernetes' quantity syntax: a decimal number, then a binary or decimal suffix or an exponent.
+_QUANTITY = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+NON_NEGATIVE_QUANTITY = Rule(
+    "isQuantity(self) && !quantity(self).isLessThan(quantity('0'))",
+    "must be a non-negative quantity, e.g. 64Gi or 500m",
+)
 
 
-class ApiModel(BaseModel):
-    """Base of all CRD types: camelCase on the wire, unknown fields refused."""
+def _non_negative(value: str) -> str:
+    """The Python side of NON_NEGATIVE_QUANTITY (the pattern has checked the syntax)."""
+    number = re.match(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)", value)
+    if number is None or float(number.group()) < 0:
+        raise RuleViolation(NON_NEGATIVE_QUANTITY)
+    return value
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+# A resource quantity (e.g. 64Gi, 500m): the pattern for both checkers, then the rule.
+Quantity = Annotated[
+    str,
+    Field(
+        max_length=32,
+        pattern=_QUANTITY,
+        json_schema_extra=cel(NON_NEGATIVE_QUANTITY),
+    ),
+    AfterValidator(_non_negative),
+]
 
 
 class SecretKeyRef(ApiModel):
@@ -48,11 +81,14 @@ class Toleration(ApiModel):
     toleration_seconds: int | None = Field(None, description="How long a NoExecute taint is tolerated, in seconds.")
 
 
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
 class Condition(ApiModel):
     """metav1.Condition: one observed state of the resource."""
 
     type: str = Field(max_length=316, description="Condition type, e.g. Ready, Running, Succeeded, Failed.")
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(max_length=1024, description="One CamelCase word that says why.")
     message: str = Field("", max_length=32768, description="Human-readable details.")
     last_transition_time: str = Field(

@@ -1,36 +1,63 @@
 """FineTuneJob: LoRA fine-tuning of a base model on a dataset, run as a batch/v1 Job.
 
-The LoRA, training and checkpoint sections are the trainer's own config models
-(tuneroute_trainer.config), so the CRD schema and the trainer's contract cannot drift.
+The LoRA, training and checkpoint sections and the progress in status are the trainer's own
+models (tuneroute_trainer.config), so the CRD schema and the trainer's contract cannot drift;
+so are the method/dataset rules. The rules only a FineTuneJob has are here, CEL and Python side
+by side (see tuneroute_trainer.contract.Rule).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
-from tuneroute_trainer.config import CheckpointSpec, DatasetSource, LoraSpec, TrainerConfig, TrainingSpec
+from tuneroute_trainer.config import (
+    METHOD_RULES,
+    CheckpointSpec,
+    DatasetFormat,
+    LoraSpec,
+    Method,
+    TrainerStatus,
+    TrainingSpec,
+    check_method,
+)
+from tuneroute_trainer.contract import Rule, cel, check, rules
 
-from .common import DNS_LABEL, DNS_SUBDOMAIN, QUANTITY, ApiModel, Condition, SecretKeyRef, SecretRef, Toleration
+from .common import DNS_LABEL, DNS_SUBDOMAIN, ApiModel, Condition, Quantity, SecretKeyRef, SecretRef, Toleration
 
-Method = TrainerConfig.model_fields["method"].annotation
-DatasetFormat = DatasetSource.model_fields["format"].annotation
 HF_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
-EXACTLY_ONE_SOURCE = [
-    {
-        "rule": "has(self.id) != has(self.pvc)",
-        "message": "set exactly one of id (a Hugging Face repository) or pvc (a PersistentVolumeClaim)",
-    },
-    {"rule": "!has(self.path) || has(self.pvc)", "message": "path is a path inside pvc; set pvc too"},
-    {"rule": "!has(self.pvc) || has(self.path)", "message": "pvc needs path (the location inside the claim)"},
-]
+
+# A model or dataset comes from the hub (id) or from a claim (pvc + path): the same rules for both.
+ID_OR_PVC = Rule(
+    "has(self.id) != has(self.pvc)",
+    "set exactly one of id (a Hugging Face repository) or pvc (a PersistentVolumeClaim)",
+)
+PATH_NEEDS_PVC = Rule("!has(self.path) || has(self.pvc)", "path is a path inside pvc; set pvc too")
+PVC_NEEDS_PATH = Rule("!has(self.pvc) || has(self.path)", "pvc needs path (the location inside the claim)")
+# grpo is in the schema's enum only so that it is refused with a message that says why.
+GRPO_RESERVED = Rule("self != 'grpo'", "method grpo is reserved for a later release; use sft or dpo")
 
 
-class BaseModelSpec(ApiModel):
+class _Source(ApiModel):
+    """Where a model or dataset comes from: the hub (id) or a claim (pvc + path)."""
+
+    model_config = rules(ID_OR_PVC, PATH_NEEDS_PVC, PVC_NEEDS_PATH)
+    id: str | None
+    pvc: str | None
+    path: str | None
+
+    @model_validator(mode="after")
+    def _rules(self) -> _Source:
+        check((self.id is None) != (self.pvc is None), ID_OR_PVC)
+        check(self.path is None or self.pvc is not None, PATH_NEEDS_PVC)
+        check(self.pvc is None or self.path is not None, PVC_NEEDS_PATH)
+        return self
+
+
+class BaseModelSpec(_Source):
     """Where the base model's weights come from: a Hugging Face id, or a directory on a PVC."""
 
-    model_config = {"json_schema_extra": {"x-kubernetes-validations": EXACTLY_ONE_SOURCE}}
     id: str | None = Field(
         None, max_length=256, pattern=HF_ID, description="Hugging Face model id, e.g. Qwen/Qwen3-30B-A3B."
     )
@@ -46,10 +73,9 @@ class BaseModelSpec(ApiModel):
     )
 
 
-class DatasetSpec(ApiModel):
+class DatasetSpec(_Source):
     """Training data: a Hugging Face dataset id, or json / jsonl / parquet files on a PVC."""
 
-    model_config = {"json_schema_extra": {"x-kubernetes-validations": EXACTLY_ONE_SOURCE}}
     id: str | None = Field(None, max_length=256, pattern=HF_ID, description="Hugging Face dataset id.")
     pvc: str | None = Field(
         None,
@@ -74,15 +100,10 @@ class ResourcesSpec(ApiModel):
 
     gpus: int = Field(1, ge=0, le=16, description="GPUs per training pod (0 trains on the CPU: tiny models only).")
     gpu_resource: str = Field("nvidia.com/gpu", max_length=253, description="Extended resource name of the GPU.")
-    cpu: str | None = Field(None, max_length=32, pattern=QUANTITY, description="CPU request and limit, e.g. '8'.")
-    memory: str | None = Field(
-        None, max_length=32, pattern=QUANTITY, description="Memory request and limit, e.g. 64Gi."
-    )
-    shared_memory: str = Field(
-        "16Gi",
-        max_length=32,
-        pattern=QUANTITY,
-        description="Size of the memory-backed /dev/shm (data loader workers, NCCL).",
+    cpu: Quantity | None = Field(None, description="CPU request and limit, e.g. '8'.")
+    memory: Quantity | None = Field(None, description="Memory request and limit, e.g. 64Gi.")
+    shared_memory: Quantity = Field(
+        "16Gi", description="Size of the memory-backed /dev/shm (data loader workers, NCCL)."
     )
     node_selector: dict[str, str] = Field(
         default_factory=dict, max_length=32, description="Node labels the pod must match."
@@ -124,10 +145,14 @@ class SecretsSpec(ApiModel):
 
 
 class FineTuneJobSpec(ApiModel):
+    model_config = rules(*METHOD_RULES)
+
     base_model: BaseModelSpec = Field(description="The model to fine-tune.")
     dataset: DatasetSpec = Field(description="The training data.")
     method: Method = Field(
-        "sft", description="Training method: sft (supervised) or dpo (preference). grpo is reserved."
+        "sft",
+        description="Training method: sft (supervised) or dpo (preference). grpo is reserved.",
+        json_schema_extra={"enum": [*get_args(Method), "grpo"], **cel(GRPO_RESERVED)},
     )
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA adapter shape and where it attaches.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation hyper-parameters.")
@@ -157,18 +182,16 @@ class FineTuneJobSpec(ApiModel):
         description="Delete the finished Job (not this resource or its adapter) this many seconds after it ends.",
     )
 
+    @field_validator("method", mode="before")
+    @classmethod
+    def _grpo(cls, value: object) -> object:
+        check(value != "grpo", GRPO_RESERVED)
+        return value
 
-class Progress(ApiModel):
-    """Reported by the trainer while it runs."""
-
-    step: int | None = Field(None, description="Optimizer steps done.")
-    total_steps: int | None = Field(None, description="Optimizer steps planned.")
-    percent: float | None = Field(None, description="step / totalSteps, in percent.")
-    loss: float | None = Field(None, description="Latest training loss.")
-    tokens_per_second: float | None = Field(None, description="Training throughput.")
-    eta_seconds: float | None = Field(None, description="Estimated seconds to completion.")
-    epoch: float | None = Field(None, description="Fractional epoch.")
-    updated_at: str | None = Field(None, description="When the trainer last reported (RFC 3339).")
+    @model_validator(mode="after")
+    def _rules(self) -> FineTuneJobSpec:
+        check_method(self.method, self.dataset.format)
+        return self
 
 
 class AdapterLocation(ApiModel):
@@ -181,7 +204,9 @@ class AdapterLocation(ApiModel):
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 
 
-class FineTuneJobStatus(ApiModel):
+class FineTuneJobStatus(TrainerStatus):
+    """Written by the operator; `progress` (from TrainerStatus) by the trainer."""
+
     phase: Phase | None = Field(None, description="Pending, Running, Succeeded, Failed or Suspended.")
     conditions: list[Condition] = Field(
         default_factory=list,
@@ -194,5 +219,4 @@ class FineTuneJobStatus(ApiModel):
     completion_time: str | None = Field(None, description="When training finished (RFC 3339).")
     attempts: int | None = Field(None, description="Training pods started so far (1 + retries).")
     message: str | None = Field(None, description="Last noteworthy message, e.g. the trainer's error.")
-    progress: Progress | None = Field(None, description="Training progress reported by the trainer.")
     adapter: AdapterLocation | None = Field(None, description="Where the finished adapter is.")

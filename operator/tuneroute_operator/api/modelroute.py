@@ -1,19 +1,29 @@
 """ModelRoute: one OpenAI-compatible endpoint in front of a pool of models.
 
-Pricing, capabilities, policy and dispatch settings are the router's own config models
-(tuneroute_router.config): the CRD and the router read the same contract.
+A pool entry is the router's PoolMember plus where its backend is; the policy and dispatch
+settings are the router's own config models, and so are the routing rules between pool and
+policy (tuneroute_router.config): the CRD and the router read the same contract. The rules only
+a ModelRoute has (backends) are here, CEL and Python side by side.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from tuneroute_router.config import Capabilities, Dispatch, Policy, PoolModel, Pricing
+from tuneroute_router.config import ROUTE_RULES, Dispatch, Policy, PoolMember, check_route
+from tuneroute_trainer.contract import Rule, check, rules
 
-from .common import DNS_LABEL, QUANTITY, ApiModel, Condition, SecretRef
+from .common import DNS_LABEL, ApiModel, Condition, Quantity, SecretRef
 
-# The pool entry name pattern is the router's own.
-POOL_NAME_PATTERN = next(m.pattern for m in PoolModel.model_fields["name"].metadata if getattr(m, "pattern", None))
+ONE_BACKEND = Rule(
+    "[has(self.url), has(self.service), has(self.fineTuneJob)].filter(x, x).size() == 1",
+    "set exactly one of url, service or fineTuneJob",
+)
+ADAPTER_BASE_IN_POOL = Rule(
+    "self.pool.all(p, !has(p.backend.fineTuneJob) || self.pool.exists(q, q.name == p.backend.fineTuneJob.base && !has(q.backend.fineTuneJob)))",
+    "pool[].backend.fineTuneJob.base must name another pool entry with a url or service backend",
+    "pool",
+)
 
 
 class ServiceRef(ApiModel):
@@ -46,16 +56,8 @@ class FineTuneJobRef(ApiModel):
 class BackendRef(ApiModel):
     """Exactly one of url, service or fineTuneJob."""
 
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.url), has(self.service), has(self.fineTuneJob)].filter(x, x).size() == 1",
-                    "message": "set exactly one of url, service or fineTuneJob",
-                }
-            ]
-        }
-    }
+    model_config = rules(ONE_BACKEND)
+
     url: str | None = Field(
         None,
         max_length=2048,
@@ -67,35 +69,19 @@ class BackendRef(ApiModel):
         None, description="A FineTuneJob's adapter, served by another pool entry's backend once the job succeeds."
     )
 
+    @model_validator(mode="after")
+    def _rules(self) -> BackendRef:
+        check([self.url, self.service, self.fine_tune_job].count(None) == 2, ONE_BACKEND)
+        return self
 
-class PoolEntry(ApiModel):
-    name: str = Field(
-        min_length=1,
-        max_length=128,
-        pattern=POOL_NAME_PATTERN,
-        description="Model name clients see in /v1/models; sending it bypasses routing.",
-    )
+
+class PoolEntry(PoolMember):
     backend: BackendRef = Field(description="Where requests for this model go.")
-    model: str | None = Field(
-        None,
-        max_length=256,
-        description="Model name sent to the backend; defaults to name (for a fineTuneJob backend: the adapter name).",
-    )
-    tier: int = Field(
-        ge=1,
-        le=10,
-        description="Capability tier, 1 = cheapest/weakest. The router picks the lowest tier that covers a prompt's complexity.",
-    )
-    pricing: Pricing = Field(default_factory=Pricing, description="USD per 1M input/output tokens (for cost metrics).")
-    context_window: int = Field(ge=1, description="Maximum prompt plus completion tokens.")
-    capabilities: Capabilities = Field(default_factory=Capabilities, description="Hard capabilities: tools, vision.")
 
 
 class RouterResources(ApiModel):
-    cpu: str = Field("500m", max_length=32, pattern=QUANTITY, description="CPU request per router replica.")
-    memory: str = Field(
-        "512Mi", max_length=32, pattern=QUANTITY, description="Memory request and limit per router replica."
-    )
+    cpu: Quantity = Field("500m", description="CPU request per router replica.")
+    memory: Quantity = Field("512Mi", description="Memory request and limit per router replica.")
 
 
 class RouterSpec(ApiModel):
@@ -107,32 +93,8 @@ class RouterSpec(ApiModel):
 
 
 class ModelRouteSpec(ApiModel):
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.pool.all(p, !has(p.backend.fineTuneJob) || self.pool.exists(q, q.name == p.backend.fineTuneJob.base && !has(q.backend.fineTuneJob)))",
-                    "message": "pool[].backend.fineTuneJob.base must name another pool entry with a url or service backend",
-                    "fieldPath": ".pool",
-                },
-                {
-                    "rule": "!has(self.policy) || !has(self.policy.defaultModel) || self.pool.exists(p, p.name == self.policy.defaultModel)",
-                    "message": "policy.defaultModel must name a pool entry",
-                    "fieldPath": ".policy.defaultModel",
-                },
-                {
-                    "rule": "!has(self.policy) || !has(self.policy.fallbackOrder) || self.policy.fallbackOrder.all(n, self.pool.exists(p, p.name == n))",
-                    "message": "policy.fallbackOrder must name pool entries only",
-                    "fieldPath": ".policy.fallbackOrder",
-                },
-                {
-                    "rule": "!self.pool.exists(p, p.name == self.model)",
-                    "message": "model (the routed name) must differ from every pool entry's name",
-                    "fieldPath": ".model",
-                },
-            ]
-        }
-    }
+    model_config = rules(ADAPTER_BASE_IN_POOL, *ROUTE_RULES)
+
     model: str = Field(
         "auto",
         min_length=1,
@@ -154,6 +116,16 @@ class ModelRouteSpec(ApiModel):
         description="Secret whose keys are the API keys clients must send (Authorization: Bearer). Unset: no authentication.",
     )
     router: RouterSpec = Field(default_factory=RouterSpec, description="The router Deployment.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> ModelRouteSpec:
+        bases = {e.name for e in self.pool if e.backend.fine_tune_job is None}
+        check(
+            all(e.backend.fine_tune_job.base in bases for e in self.pool if e.backend.fine_tune_job),
+            ADAPTER_BASE_IN_POOL,
+        )
+        check_route(self.pool, self.policy, self.model)
+        return self
 
 
 class BackendStatus(ApiModel):

@@ -7,15 +7,7 @@ from typing import Any
 
 import yaml
 
-from tuneroute_trainer.config import (
-    DatasetSource,
-    ModelSource,
-    ReportSpec,
-    TrainerConfig,
-)
-from tuneroute_trainer.config import (
-    OutputSpec as TrainerOutput,
-)
+from tuneroute_trainer.config import AdapterOutput, DatasetSource, ModelSource, ReportSpec, TrainerConfig
 
 from .. import GROUP
 from ..api.finetunejob import FineTuneJobSpec
@@ -48,16 +40,18 @@ def _on_pvc(claim: str, path: str) -> str:
 def trainer_config(owner: Owner, spec: FineTuneJobSpec) -> TrainerConfig:
     """The trainer's own config model: the one contract between operator and trainer."""
     bm, ds = spec.base_model, spec.dataset
+    # The spec's rules guarantee a pvc comes with a path (and id without pvc otherwise).
+    data_path = _on_pvc(ds.pvc, ds.path) if ds.pvc and ds.path else None
     return TrainerConfig(
-        model=ModelSource(id=bm.id, revision=bm.revision) if bm.id else ModelSource(path=_on_pvc(bm.pvc, bm.path)),
-        dataset=DatasetSource(
-            id=ds.id, path=_on_pvc(ds.pvc, ds.path) if ds.pvc else None, split=ds.split, format=ds.format
-        ),
+        model=ModelSource(id=bm.id, revision=bm.revision)
+        if bm.id
+        else ModelSource(path=_on_pvc(bm.pvc or "", bm.path or "")),
+        dataset=DatasetSource(id=ds.id, path=data_path, split=ds.split, format=ds.format),
         method=spec.method,
         lora=spec.lora,
         training=spec.training,
         checkpoint=spec.checkpoint,
-        output=TrainerOutput(
+        output=AdapterOutput(
             dir=_on_pvc(spec.output.pvc, output_path(owner, spec)), adapter_name=adapter_name(owner, spec)
         ),
         report=ReportSpec(namespace=owner.namespace, name=owner.name),

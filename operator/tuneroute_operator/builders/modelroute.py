@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tuneroute_router.config import AdapterRef, PoolModel, RouterConfig
+from tuneroute_router.config import AdapterRef, Auth, PoolMember, PoolModel, RouterConfig
 
 from ..api.modelroute import ModelRouteSpec, PoolEntry
 from ..settings import Settings
@@ -38,26 +38,17 @@ class Resolved:
     message: str = ""
 
 
-def _direct_url(owner: Owner, entry: PoolEntry) -> str | None:
+def _direct_url(owner: Owner, entry: PoolEntry) -> str:
+    """The URL of an entry with a url or service backend (the spec's rules name only such as bases)."""
     b = entry.backend
-    if b.url:
-        return b.url
     if b.service:
         return f"http://{b.service.name}.{owner.namespace}.svc.cluster.local:{b.service.port}{b.service.path}"
-    return None
+    return b.url or ""
 
 
 def _pool_model(entry: PoolEntry, url: str, model: str | None, adapter: AdapterRef | None = None) -> PoolModel:
-    return PoolModel(
-        name=entry.name,
-        url=url,
-        model=model,
-        tier=entry.tier,
-        pricing=entry.pricing,
-        context_window=entry.context_window,
-        capabilities=entry.capabilities,
-        adapter=adapter,
-    )
+    shared = {name: getattr(entry, name) for name in PoolMember.model_fields}
+    return PoolModel(**{**shared, "url": url, "model": model, "adapter": adapter})
 
 
 def resolve(owner: Owner, spec: ModelRouteSpec, finetunejobs: dict[str, dict[str, Any] | None]) -> list[Resolved]:
@@ -95,37 +86,20 @@ def resolve(owner: Owner, spec: ModelRouteSpec, finetunejobs: dict[str, dict[str
 
 
 def router_config(spec: ModelRouteSpec, resolved: list[Resolved], keys: bool) -> RouterConfig:
-    """The router's config over the ready entries.
+    """The router's config over the ready entries, with the route's policy as the user wrote it.
 
-    Policy references to entries that are only pending (an adapter still training) are
-    dropped until they are ready; references to names or tiers absent from the spec are
-    kept, so that the router's own validation refuses them.
+    Raises pydantic's ValidationError where the router would refuse that config. The spec itself
+    passed the same rules over its whole pool; what fails here is a policy that counts on an
+    entry that is not ready: an adapter still training is left out of the pool, so a policy
+    that names it (defaultModel, fallbackOrder), gives examples for a tier only it has, or sets
+    thresholds while it is the only entry of its tier does not fit until the adapter is ready.
     """
-    pool = [r.model for r in resolved if r.model is not None]
-    pending = {r.entry.name for r in resolved if r.model is None}
-    ready_tiers = {m.tier for m in pool}
-    pending_tiers = {r.entry.tier for r in resolved if r.model is None} - ready_tiers
-    p = spec.policy
-    thresholds = p.thresholds
-    if pending_tiers:
-        thresholds = None  # cut points are per distinct tier: they no longer fit while a tier is missing
-    policy = p.model_copy(
-        update={
-            "default_model": None if p.default_model in pending else p.default_model,
-            "fallback_order": [n for n in p.fallback_order if n not in pending],
-            "examples": [e for e in p.examples if e.tier not in pending_tiers],
-            "thresholds": thresholds,
-        }
-    )
-    # model_validate (not the constructor) so that the router's cross-field checks run.
-    return RouterConfig.model_validate(
-        {
-            "virtualModel": spec.model,
-            "pool": [m.model_dump(by_alias=True) for m in pool],
-            "policy": policy.model_dump(by_alias=True),
-            "dispatch": spec.dispatch.model_dump(by_alias=True),
-            "auth": {"apiKeysPath": KEYS_DIR if keys else None},
-        }
+    return RouterConfig(
+        virtual_model=spec.model,
+        pool=[r.model for r in resolved if r.model is not None],
+        policy=spec.policy,
+        dispatch=spec.dispatch,
+        auth=Auth(api_keys_path=KEYS_DIR if keys else None),
     )
 
 

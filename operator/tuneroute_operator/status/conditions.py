@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from ..api.common import Condition, ConditionStatus
+
 
 class Cond(NamedTuple):
     type: str
@@ -12,12 +14,13 @@ class Cond(NamedTuple):
     message: str = ""
 
 
-def _status(value: bool | None) -> str:
+def _status(value: bool | None) -> ConditionStatus:
     return "Unknown" if value is None else ("True" if value else "False")
 
 
-def merge(previous: list[dict[str, Any]] | None, wanted: list[Cond], now: str, generation: int) -> list[dict[str, Any]]:
-    """The full condition list; lastTransitionTime moves only when a condition's status changes."""
+def merge(previous: list[dict[str, Any]] | None, wanted: list[Cond], now: str, generation: int) -> list[Condition]:
+    """The full condition list; lastTransitionTime moves only when a condition's status changes.
+    `previous` is the list as read from the API server."""
     before = {c.get("type"): c for c in previous or []}
     out = []
     for c in wanted:
@@ -27,19 +30,19 @@ def merge(previous: list[dict[str, Any]] | None, wanted: list[Cond], now: str, g
             old["lastTransitionTime"] if old and old.get("status") == status and old.get("lastTransitionTime") else now
         )
         out.append(
-            {
-                "type": c.type,
-                "status": status,
-                "reason": c.reason,
-                "message": c.message,
-                "lastTransitionTime": since,
-                "observedGeneration": generation,
-            }
+            Condition(
+                type=c.type,
+                status=status,
+                reason=c.reason,
+                message=c.message,
+                last_transition_time=since,
+                observed_generation=generation,
+            )
         )
     return out
 
 
-def transitions(previous: list[dict[str, Any]] | None, current: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def transitions(previous: list[dict[str, Any]] | None, current: list[Condition]) -> list[Condition]:
     """Conditions whose status or reason changed: each deserves an Event."""
     before = {c.get("type"): (c.get("status"), c.get("reason")) for c in previous or []}
-    return [c for c in current if before.get(c["type"]) != (c["status"], c["reason"])]
+    return [c for c in current if before.get(c.type) != (c.status, c.reason)]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..api.finetunejob import AdapterLocation, FineTuneJobSpec, Phase
+from ..builders import finetunejob as build
+from ..builders.common import Owner
 from .conditions import Cond
 
 TYPES = ("Ready", "Running", "Succeeded", "Failed", "Suspended")
@@ -40,11 +43,11 @@ def _termination_message(pods: list[dict[str, Any]]) -> str | None:
 
 def phase_and_conditions(
     job: dict[str, Any] | None, pods: list[dict[str, Any]], suspend: bool
-) -> tuple[str, list[Cond], str | None]:
+) -> tuple[Phase, list[Cond], str | None]:
     """(phase, conditions, message) of a FineTuneJob whose Job is `job` (None: not created yet)."""
     if job is None:
-        phase, reason, message = "Pending", "JobNotCreated", "waiting for the training Job to be created"
-        return phase, _conds(phase, reason, message), message
+        message = "waiting for the training Job to be created"
+        return "Pending", _conds("Pending", "JobNotCreated", message), message
     st = job.get("status") or {}
     if _job_condition(job, "Complete"):
         return (
@@ -73,7 +76,7 @@ def phase_and_conditions(
     return "Pending", _conds("Pending", reason, message), message
 
 
-def _conds(phase: str, reason: str, message: str) -> list[Cond]:
+def _conds(phase: Phase, reason: str, message: str) -> list[Cond]:
     """Ready follows success; each phase-named condition is True only in its own phase."""
     out = [Cond("Ready", phase == "Succeeded", reason, message)]
     for t in TYPES[1:]:
@@ -87,3 +90,10 @@ def attempts(job: dict[str, Any] | None) -> int:
     uncounted = st.get("uncountedTerminatedPods") or {}
     counted = sum(int(st.get(k) or 0) for k in ("active", "succeeded", "failed"))
     return counted + len(uncounted.get("succeeded") or []) + len(uncounted.get("failed") or [])
+
+
+def adapter(owner: Owner, spec: FineTuneJobSpec) -> AdapterLocation:
+    """Where a succeeded FineTuneJob's adapter is (what a ModelRoute serves)."""
+    path = build.output_path(owner, spec)
+    pvc = spec.output.pvc
+    return AdapterLocation(name=build.adapter_name(owner, spec), pvc=pvc, path=path, uri=f"pvc://{pvc}/{path}")

@@ -7,10 +7,13 @@ Module tree and parameter names are untouched, so save/load stays stock PEFT.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
-from .experts import IMPLEMENTATIONS, register_implementations
+from ..config import FusedKernel, Kernel
+from .experts import IMPLEMENTATIONS, register_implementations, registry_name
 
 _EXPERT_PARAMS = ("gate_up_proj", "up_proj", "down_proj")
 
@@ -33,7 +36,7 @@ def experts_target_parameters(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def resolve_kernel(kernel: str, device: torch.device | str) -> str:
+def resolve_kernel(kernel: Kernel, device: torch.device | str) -> FusedKernel | Literal["peft"]:
     """`auto` -> triton on CUDA when triton imports, grouped otherwise."""
     if kernel != "auto":
         return kernel
@@ -66,7 +69,7 @@ def _fused_wrapper_class(base: type) -> type:
 _FUSED_CLASSES: dict[type, type] = {}
 
 
-def enable_fused_moe_lora(model: nn.Module, kernel: str) -> str:
+def enable_fused_moe_lora(model: nn.Module, kernel: FusedKernel | Literal["peft"]) -> str:
     """Switch `model` (a PeftModel or plain transformers model) to our experts kernel; returns its name.
 
     kernel "peft" keeps the stock path (transformers' grouped_mm experts with PEFT's merged weight).
@@ -78,7 +81,7 @@ def enable_fused_moe_lora(model: nn.Module, kernel: str) -> str:
         set_experts_implementation(base_model, "grouped_mm")
         return "grouped_mm"
     register_implementations()
-    name = f"tuneroute_{kernel}"
+    name = registry_name(kernel)
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"unknown MoE-LoRA kernel {kernel!r}")
     for module in base_model.modules():

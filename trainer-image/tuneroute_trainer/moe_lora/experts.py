@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import get_args
 
 import torch
 
+from ..config import FusedKernel
 from .factors import active_factors
 from .grouped import grouped_linear
 from .loop import loop_experts_forward
@@ -43,11 +45,18 @@ def _triton_linear(*args):
     return triton_linear(*args)
 
 
-IMPLEMENTATIONS: dict[str, Callable] = {
-    "tuneroute_loop": loop_experts_forward,
-    "tuneroute_grouped": _fused_forward(grouped_linear),
-    "tuneroute_triton": _fused_forward(_triton_linear),
+def registry_name(kernel: FusedKernel) -> str:
+    """The name a kernel is registered under in transformers' experts registry."""
+    return f"tuneroute_{kernel}"
+
+
+# The code of each kernel the config names (config.FusedKernel is the one list of names).
+_FORWARDS: dict[FusedKernel, Callable] = {
+    "loop": loop_experts_forward,
+    "grouped": _fused_forward(grouped_linear),
+    "triton": _fused_forward(_triton_linear),
 }
+IMPLEMENTATIONS: dict[str, Callable] = {registry_name(k): _FORWARDS[k] for k in get_args(FusedKernel)}
 
 
 def register_implementations() -> None:

@@ -25,7 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     dh.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("tuneroute.decision").addHandler(dh)
     logging.getLogger("tuneroute.decision").propagate = False
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per backend call is noise
 
     import uvicorn
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -48,12 +49,17 @@ def keys_signature(path: str | None) -> tuple:
         return ("unreadable",)
 
 
-def presented_key(headers) -> bytes | None:
+def presented_key(headers: Mapping[str, str]) -> bytes | None:
     auth = headers.get("authorization")
     if auth and auth[:7].lower() == "bearer ":
         return auth[7:].strip().encode()
     k = headers.get("x-api-key") or headers.get("api-key")
     return k.strip().encode() if k else None
+
+
+def allowed(keys: frozenset[bytes] | None, headers: Mapping[str, str]) -> bool:
+    """Whether a request with these headers may pass (always, when no keys are configured)."""
+    return keys is None or check(keys, presented_key(headers))
 
 
 def check(keys: frozenset[bytes], presented: bytes | None) -> bool:

@@ -61,24 +61,24 @@ class Gate:
 
     def __init__(self, limit: int):
         self.limit = limit
+        self.in_flight = 0
         self._sem = asyncio.Semaphore(limit)
-
-    @property
-    def in_flight(self) -> int:
-        return self.limit - self._sem._value
 
     def busy(self) -> bool:
         return self._sem.locked()
 
     async def enter(self, timeout: float) -> bool:
-        if not self._sem.locked():
+        """Take a slot, waiting up to `timeout` seconds when there is none; False: none came."""
+        if self._sem.locked():
+            try:
+                await asyncio.wait_for(self._sem.acquire(), timeout)
+            except TimeoutError:
+                return False
+        else:
             await self._sem.acquire()  # free slot: returns without suspending
-            return True
-        try:
-            await asyncio.wait_for(self._sem.acquire(), timeout)
-        except TimeoutError:
-            return False
+        self.in_flight += 1
         return True
 
     def leave(self) -> None:
+        self.in_flight -= 1
         self._sem.release()

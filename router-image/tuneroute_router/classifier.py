@@ -53,9 +53,6 @@ class Embedder:
         n = float(np.linalg.norm(v))
         return v / n if n > 0 else v
 
-    def embed_many(self, texts: list[str]) -> np.ndarray:
-        return np.stack([self.embed(t) for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
-
 
 @dataclass(frozen=True)
 class Head:

@@ -20,6 +20,7 @@ import orjson
 
 from .circuit import Circuit, Gate
 from .config import Dispatch, PoolModel
+from .errors import JSON, error_body
 from .metrics import Metrics
 
 log = logging.getLogger("tuneroute.dispatch")
@@ -33,7 +34,7 @@ class Backend:
         self.circuit = Circuit(d.failure_threshold, d.cooldown_seconds)
         self.gate = Gate(m.max_concurrency)
         self.adapter_loaded = m.adapter is None
-        self._adapter_lock = asyncio.Lock()
+        self.adapter_lock = asyncio.Lock()  # one load_lora_adapter call at a time
 
     @staticmethod
     def identity(m: PoolModel) -> tuple:
@@ -77,11 +78,7 @@ class Failed:
     last_model: str | None
 
 
-def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
-
-
-_JSON_HEADERS = {"content-type": "application/json"}
+_JSON_HEADERS = {"content-type": JSON}
 
 
 class AdapterLoadError(Exception):
@@ -97,29 +94,31 @@ class Dispatcher:
         self.session = session
         self.metrics = metrics
 
-    def _failed(self, b: Backend) -> None:
+    def record_failure(self, b: Backend) -> None:
+        """A failed attempt (or a stream that broke): counts towards opening the circuit."""
         if b.circuit.failure():
             self.metrics.circuit_open.labels(b.model.name).set(1)
             log.warning("circuit opened for %s", b.model.name)
 
-    def _succeeded(self, b: Backend) -> None:
+    def _record_success(self, b: Backend) -> None:
         if b.circuit.opened_at is not None:
             log.info("circuit closed for %s", b.model.name)
         b.circuit.success()
         self.metrics.circuit_open.labels(b.model.name).set(0)
 
     def release(self, b: Backend) -> None:
+        """Give back the slot a served request held (a stream holds it until it ends)."""
         b.gate.leave()
         self.metrics.in_flight.labels(b.model.name).set(b.gate.in_flight)
 
     async def _ensure_adapter(self, b: Backend, d: Dispatch) -> None:
         """Ask vLLM to load the LoRA adapter once (POST {url}/load_lora_adapter)."""
-        if b.adapter_loaded:
+        a = b.model.adapter
+        if b.adapter_loaded or a is None:
             return
-        async with b._adapter_lock:
+        async with b.adapter_lock:
             if b.adapter_loaded:
                 return
-            a = b.model.adapter
             async with self.session.post(
                 b.model.url.rstrip("/") + "/load_lora_adapter",
                 data=orjson.dumps({"lora_name": a.name, "lora_path": a.path}),
@@ -178,26 +177,26 @@ class Dispatcher:
                     ),
                 )
                 if _retryable(resp.status):
-                    data = await resp.read()
+                    refusal = await resp.read()
                     resp.release()
                     backend_s += time.perf_counter() - t
-                    self._failed(b)
+                    self.record_failure(b)
                     log.warning("backend %s answered %s", m.name, resp.status)
-                    last = Failed(resp.status, data, attempts, backend_s, m.name)
+                    last = Failed(resp.status, refusal, attempts, backend_s, m.name)
                     continue
-                data = None
+                data: bytes | None = None
                 if not stream or resp.status != 200:
                     data = await resp.read()
                     resp.release()
                 else:
                     keep_gate = True  # released when the stream ends
                 backend_s += time.perf_counter() - t
-                self._succeeded(b)  # a 4xx is the client's fault, the backend is healthy
+                self._record_success(b)  # a 4xx is the client's fault, the backend is healthy
                 ctype = resp.headers.get("content-type", "application/json")
                 return Served(b, resp.status, ctype, data, resp, attempts, backend_s)
             except (TimeoutError, aiohttp.ClientError, AdapterLoadError) as e:
                 backend_s += time.perf_counter() - t
-                self._failed(b)
+                self.record_failure(b)
                 log.warning("backend %s failed: %s", m.name, type(e).__name__)
                 last = Failed(
                     502,

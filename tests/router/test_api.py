@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tuneroute_testing.router_harness import base_config, start_router
+from tuneroute_testing.router_harness import base_config, start_router, write_config
 
 KEY = "sk-test-router-key"
 EASY = "What is the capital of France?"
@@ -155,12 +155,25 @@ def test_openai_client_raises_the_matching_errors(client):
 
 
 def test_metrics_and_decision_log(router, client):
-    ask(client, EASY)
-    assert router.metric("tuneroute_requests_total", model="small", outcome="ok") >= 1
-    assert router.metric("tuneroute_classification_seconds_count") >= 1
-    assert router.metric("tuneroute_router_overhead_seconds_count") >= 1
-    assert router.metric("tuneroute_tokens_total", model="small", kind="completion") >= 3
-    assert router.metric("tuneroute_cost_saved_usd_total") > 0  # small is cheaper than large
+    names = [
+        ("tuneroute_requests_total", {"model": "small", "outcome": "ok"}),
+        ("tuneroute_decisions_total", {"tier": "1", "reason": "classifier"}),
+        ("tuneroute_classification_seconds_count", {}),
+        ("tuneroute_router_overhead_seconds_count", {}),
+        ("tuneroute_backend_seconds_count", {"model": "small"}),
+        ("tuneroute_tokens_total", {"model": "small", "kind": "prompt"}),
+        ("tuneroute_tokens_total", {"model": "small", "kind": "completion"}),
+        ("tuneroute_cost_usd_total", {"model": "small"}),
+        ("tuneroute_cost_saved_usd_total", {}),
+        ("tuneroute_in_flight", {"model": "small"}),
+    ]
+    before = [router.metric(n, **labels) for n, labels in names]
+    ask(client, EASY)  # the fake backend reports 10 prompt and 3 completion tokens
+    delta = [router.metric(n, **labels) - b for (n, labels), b in zip(names, before)]
+    small = (10 * 0.1 + 3 * 0.4) / 1e6  # pool_entry's prices: tier 1 input 0.1, output 0.4 per 1M
+    large = (10 * 0.4 + 3 * 1.6) / 1e6  # tier 2
+    assert delta == pytest.approx([1, 1, 1, 1, 1, 10, 3, small, large - small, 0])
+    assert router.metric("tuneroute_in_flight", model="small") == 0  # the slot was given back
     lines = router.decision_lines()
     assert lines and {"model", "tier", "score", "reason", "attempts", "overhead_ms"} <= lines[-1].keys()
     assert all("prompt" not in d for d in lines)  # logPrompts is off
@@ -183,3 +196,25 @@ def test_route_examples_shift_decisions(tmp_path, backends):
         assert ask(c, EASY)[0].model == "small"
     finally:
         r.proc.stop()
+
+
+def test_until_the_classifier_loads_routing_is_a_503_and_pool_models_still_serve(tmp_path, backends):
+    """In process, with a classifier that never loads: /readyz says so, the virtual model is
+    refused with not_ready, a pool model named directly is served."""
+    from starlette.testclient import TestClient
+
+    from tuneroute_router.server import Router
+
+    def broken_classifier():
+        raise RuntimeError("no embedding table")
+
+    router = Router(
+        write_config(tmp_path / "router.yaml", base_config(*backends)), classifier_factory=broken_classifier
+    )
+    with TestClient(router.app) as http:
+        assert http.get("/readyz").status_code == 503
+        chat = {"messages": [{"role": "user", "content": EASY}]}
+        r = http.post("/v1/chat/completions", json={"model": "auto", **chat})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
+        r = http.post("/v1/chat/completions", json={"model": "small", **chat})
+        assert r.status_code == 200 and r.headers["x-tuneroute-model"] == "small"

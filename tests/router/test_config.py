@@ -27,7 +27,7 @@ def test_camel_case_and_defaults():
     assert cfg.policy.mode == "balanced" and cfg.policy.uncertainty_margin == 0.1
     assert cfg.dispatch.retries == 2 and cfg.dispatch.failure_threshold == 3
     assert cfg.server.max_body_bytes == 4 * 1024 * 1024 and cfg.server.log_prompts is False
-    assert cfg.cut_points() == default_thresholds("balanced", 2)
+    assert cfg.cut_points() == [0.6]  # docs/router.md: balanced 0.6 for two tiers
     dumped = cfg.model_dump(by_alias=True, exclude_none=True)
     assert dumped["virtualModel"] == "auto" and dumped["pool"][1]["contextWindow"] == 32768
     assert parse_config(dumped) == cfg  # what the operator renders reads back identically
@@ -89,10 +89,12 @@ def test_load_config_reports_file_and_field(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
-def test_default_thresholds_follow_mode():
-    assert default_thresholds("cost", 2)[0] > default_thresholds("balanced", 2)[0] > default_thresholds("quality", 2)[0]
-    three = default_thresholds("balanced", 3)
-    assert len(three) == 2 and 0 < three[0] < three[1] < 1
+def test_default_thresholds_are_the_documented_cut_points():
+    """docs/router.md: cost 0.75, balanced 0.6, quality 0.4 for two tiers; more tiers spread
+    evenly over the mode's bounds."""
+    assert [default_thresholds(m, 2) for m in ("cost", "balanced", "quality")] == [[0.75], [0.6], [0.4]]
+    assert default_thresholds("balanced", 3) == [0.45, 0.75]
+    assert default_thresholds("balanced", 4) == [0.45, 0.6, 0.75]
     assert default_thresholds("balanced", 1) == []
 
 
@@ -102,7 +104,7 @@ def test_config_module_stays_light():
 
     code = (
         "import sys, tuneroute_router.config; "
-        "bad = [m for m in ('wordllama', 'httpx', 'numpy', 'tokenizers', 'starlette') if m in sys.modules]; "
+        "bad = [m for m in ('wordllama', 'aiohttp', 'numpy', 'tokenizers', 'starlette') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -113,3 +113,35 @@ def test_default_model_when_nothing_to_classify():
     d = decide(cfg(defaultModel="m"), chat(""), None)
     assert d.candidates[0].name == "m" and d.reason == "default"
     assert decide(cfg(), chat("hi"), None).candidates[0].name == "l"  # no default: safest
+
+
+def test_an_example_blends_in_from_0_7_similarity_and_decides_from_0_9():
+    """docs/router.md: cosine >= 0.7 blends the score toward the example's tier band, fully at 0.9."""
+    tiers, cuts = [1, 2, 3], [0.4, 0.7]
+    band3 = (0.7 + 1.0) / 2
+    assert policy.shift_by_example(0.1, (3, 0.69), tiers, cuts) == (0.1, None)
+    assert policy.shift_by_example(0.1, (3, 0.70), tiers, cuts) == (pytest.approx(0.1), 3)
+    assert policy.shift_by_example(0.1, (3, 0.80), tiers, cuts) == (pytest.approx((0.1 + band3) / 2), 3)
+    assert policy.shift_by_example(0.1, (3, 0.90), tiers, cuts) == (pytest.approx(band3), 3)
+    assert policy.shift_by_example(0.1, (3, 0.99), tiers, cuts) == (pytest.approx(band3), 3)
+
+
+def test_output_tokens_count_towards_the_context_window():
+    """docs/router.md: the prompt plus max_tokens (256 if unset) must fit; max_completion_tokens,
+    the newer name, wins over max_tokens."""
+    assert policy.requested_output_tokens({}) == 256
+    assert policy.requested_output_tokens({"max_tokens": 40}) == 40
+    assert policy.requested_output_tokens({"max_completion_tokens": 30, "max_tokens": 4000}) == 30
+    c = parse_config(
+        {
+            "pool": [
+                {"name": "tiny", "url": "http://t/v1", "tier": 1, "contextWindow": 384},
+                {"name": "big", "url": "http://b/v1", "tier": 2, "contextWindow": 100000},
+            ]
+        }
+    )
+    prompt = "word " * 100  # 500 characters: 125 tokens, plus 4 for the turn
+    first = lambda **kw: decide(c, chat(prompt, **kw), 0.0).candidates[0].name
+    assert first() == "big"  # 129 + 256 = 385 > 384
+    assert first(max_tokens=255) == "tiny"  # 129 + 255 = 384
+    assert first(max_completion_tokens=255, max_tokens=4000) == "tiny"

@@ -67,18 +67,40 @@ def test_5xx_and_429_fall_back_to_the_next_model(tmp_path, pair, status):
         router.proc.stop()
 
 
-def test_no_backend_left_is_a_clear_503(tmp_path, pair):
+def test_unreachable_backends_are_a_502_then_open_circuits_a_503(tmp_path, pair):
+    """Both backends dead: each request tries both (a 502 naming the last one) until their
+    circuits open (failureThreshold 2); then nothing is tried: a 503, no_backend_available."""
     small, large = pair
     router = start_router(tmp_path, base_config(small, large))
     try:
         small.proc.kill()
         large.proc.kill()
-        r = httpx.post(
-            router.base + "/v1/chat/completions",
-            json={"model": "auto", "messages": [{"role": "user", "content": EASY}]},
-        )
-        assert r.status_code == 502 and r.json()["error"]["code"] == "backend_unreachable"
-        assert r.headers["x-tuneroute-attempts"] == "2"
+
+        def post():
+            body = {"model": "auto", "messages": [{"role": "user", "content": EASY}]}
+            return httpx.post(router.base + "/v1/chat/completions", json=body, timeout=30)
+
+        for _ in range(2):
+            r = post()
+            assert r.status_code == 502 and r.json()["error"]["code"] == "backend_unreachable"
+            assert r.headers["x-tuneroute-attempts"] == "2" and r.headers["x-tuneroute-model"] == "large"
+        r = post()
+        assert r.status_code == 503 and r.json()["error"]["code"] == "no_backend_available"
+        assert r.headers["x-tuneroute-attempts"] == "0" and r.headers["x-tuneroute-model"] == "none"
+    finally:
+        router.proc.stop()
+
+
+def test_the_overhead_header_leaves_out_the_time_spent_waiting_on_the_backend(tmp_path, pair):
+    small, large = pair
+    small.control(delay_s=1.0)
+    router = start_router(tmp_path, base_config(small, large))
+    try:
+        resp, h = ask(router)
+        assert resp.model == "small"
+        assert float(h["x-tuneroute-overhead-ms"]) < 500  # the backend alone took 1000 ms
+        backend = router.metric("tuneroute_backend_seconds_sum", model="small")
+        assert 1.0 <= backend < 2.0
     finally:
         router.proc.stop()
 

@@ -1,0 +1,106 @@
+"""The config in effect and everything derived from it, swapped whole when its file changes.
+
+Polling, not inotify: a ConfigMap update is a symlink swap of the parent directory, which a
+content hash sees reliably. The API keys mount is watched the same way, so rotated keys apply
+without a restart. A config that fails validation is refused and the last good one serves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import auth
+from .accounting import strongest
+from .classifier import Classifier, ExampleIndex
+from .config import ConfigError, PoolModel, RouterConfig, load_config
+from .dispatch import Backend, sync_backends
+from .metrics import Metrics
+
+log = logging.getLogger("tuneroute.config")
+
+
+@dataclass(frozen=True)
+class State:
+    """One loaded config and everything derived from it."""
+
+    cfg: RouterConfig
+    backends: dict[str, Backend]  # live circuit and concurrency state, kept across reloads
+    keys: frozenset[bytes] | None  # None: no authentication
+    examples: ExampleIndex | None  # the route's example prompts, embedded (needs the classifier)
+    strongest: PoolModel  # baseline for "cost saved"
+    signature: tuple  # (config file hash, keys mount signature) this state was built from
+
+
+def examples_index(cfg: RouterConfig, clf: Classifier | None) -> ExampleIndex | None:
+    if clf is None or not cfg.policy.examples:
+        return None
+    grouped: dict[int, list[str]] = {}
+    for e in cfg.policy.examples:
+        grouped.setdefault(e.tier, []).extend(e.prompts)
+    return ExampleIndex(clf.embedder, grouped)
+
+
+class LiveConfig:
+    def __init__(self, path: str | Path, metrics: Metrics):
+        self.path = Path(path)
+        self.metrics = metrics
+        self.classifier: Classifier | None = None
+        self._refused: tuple | None = None  # signature of the last refused config: not retried
+        # Fail fast at start: a pod with an unusable config should crash, not serve.
+        self.state = self._build(self._signature(None), None)
+
+    def _signature(self, keys_path: str | None) -> tuple:
+        try:
+            digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError:
+            return ("unreadable",)
+        return (digest, auth.keys_signature(keys_path))
+
+    def _build(self, signature: tuple, old: State | None) -> State:
+        cfg = load_config(self.path)
+        keys = auth.load_keys(cfg.auth.api_keys_path) if cfg.auth.api_keys_path else None
+        backends = sync_backends(old.backends if old else {}, cfg.pool, cfg.dispatch)
+        # the signature again with this config's keys path, so that key rotation is noticed
+        sig = (signature[0], auth.keys_signature(cfg.auth.api_keys_path))
+        return State(cfg, backends, keys, examples_index(cfg, self.classifier), strongest(cfg.pool), sig)
+
+    def reload(self, force: bool = False) -> bool | None:
+        """Reload when the file or keys changed. True: swapped; False: refused; None: unchanged."""
+        sig = self._signature(self.state.cfg.auth.api_keys_path)
+        if not force and sig in (self.state.signature, self._refused):
+            return None
+        try:
+            new = self._build(sig, self.state)
+        except (ConfigError, auth.KeysError) as e:
+            self._refused = sig
+            self.metrics.reloads.labels("refused").inc()
+            log.error("config reload refused, keeping the previous config: %s", e)
+            return False
+        self.state, self._refused = new, None
+        self.metrics.reloads.labels("ok").inc()
+        log.info("config reloaded: %d pool models", len(new.cfg.pool))
+        return True
+
+    async def watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self.reload)
+            except Exception:  # never let the watcher die
+                log.exception("config watcher error")
+
+    async def use_classifier(self, clf: Classifier) -> None:
+        """Embed the route's examples with the classifier that has just loaded, and keep it for
+        later reloads. The config may have been reloaded meanwhile: examples go to the one read."""
+        st = self.state
+        examples = await asyncio.to_thread(examples_index, st.cfg, clf)
+        self.classifier = clf
+        if self.state is st:
+            self.state = dataclasses.replace(st, examples=examples)
+        else:
+            await asyncio.to_thread(self.reload, True)

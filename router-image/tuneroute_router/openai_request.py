@@ -1,0 +1,61 @@
+"""Reading and checking an OpenAI request body before anything is routed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .errors import error_response
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it exceeds `limit` bytes (reading stops as soon as it does)."""
+    cl = request.headers.get("content-length")
+    if cl is not None and cl.isdigit() and int(cl) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str  # appended to the backend's base URL
+    required: str  # the field the endpoint cannot do without: messages or prompt
+
+
+CHAT = Endpoint("/chat/completions", "messages")
+COMPLETIONS = Endpoint("/completions", "prompt")
+
+
+def _invalid(status: int, message: str, code: str, param: str | None = None) -> Response:
+    return error_response(status, message, "invalid_request_error", code, param)
+
+
+def parse(raw: bytes | None, limit: int, endpoint: Endpoint) -> dict[str, Any] | Response:
+    """The request as a dict, or the OpenAI-style error response that refuses it."""
+    if raw is None:
+        return _invalid(413, f"request body exceeds {limit} bytes", "body_too_large")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _invalid(400, "request body is not valid JSON", "invalid_json")
+    if not isinstance(body, dict):
+        return _invalid(400, "request body must be a JSON object", "invalid_json")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return _invalid(400, "'model' is required", "missing_model", "model")
+    need = body.get(endpoint.required)
+    if endpoint.required == "messages" and (not isinstance(need, list) or not need):
+        return _invalid(400, "'messages' must be a non-empty array", "invalid_messages", "messages")
+    if endpoint.required == "prompt" and not isinstance(need, (str, list)):
+        return _invalid(400, "'prompt' is required", "missing_prompt", "prompt")
+    return body

@@ -1,0 +1,150 @@
+"""The OpenAI endpoints' request path: check, decide, dispatch, answer; account and log."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+
+from . import auth, decision_log, policy
+from .accounting import Accounting, Usage, usage_of_body
+from .dispatch import Dispatcher, Failed, Served
+from .errors import JSON, error_response, unauthorized
+from .features import RequestView
+from .live_config import LiveConfig, State
+from .metrics import Metrics
+from .openai_request import Endpoint, parse, read_body
+from .relay import relay
+
+
+class NotReady(Exception):
+    """The classifier has not loaded yet: the virtual model cannot be routed."""
+
+
+class Proxy:
+    def __init__(self, live: LiveConfig, metrics: Metrics, dispatcher: Dispatcher):
+        self.live = live
+        self.metrics = metrics
+        self.dispatcher = dispatcher
+        self.accounting = Accounting(metrics)
+
+    async def handle(self, request: Request, endpoint: Endpoint, viewer: Callable[[dict], RequestView]) -> Response:
+        t0 = time.perf_counter()
+        st = self.live.state  # one config for the whole request, even if a reload swaps it meanwhile
+        cfg = st.cfg
+        if not auth.allowed(st.keys, request.headers):
+            return unauthorized()
+        try:
+            raw = await read_body(request, cfg.server.max_body_bytes)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        body = parse(raw, cfg.server.max_body_bytes, endpoint)
+        if isinstance(body, Response):
+            return body
+        view = viewer(body)
+        try:
+            decision, classify_s = self._decide(st, body["model"], view, body)
+        except policy.NoCapableModel as e:
+            return error_response(400, str(e), "invalid_request_error", "no_capable_model")
+        except NotReady:
+            return error_response(503, "router is starting: classifier not loaded yet", "server_error", "not_ready")
+        if decision is None:
+            message = f"model '{body['model']}' does not exist; use '{cfg.virtual_model}' or a pool model"
+            return error_response(404, message, "invalid_request_error", "model_not_found", "model")
+
+        stream = body.get("stream") is True
+        backends = [st.backends[m.name] for m in decision.candidates]
+        result = await self.dispatcher.send(backends, body, endpoint.path, stream, cfg.dispatch)
+        rec = decision_log.record(
+            request.headers.get("x-request-id") or uuid.uuid4().hex,
+            body["model"],
+            decision,
+            stream,
+            classify_s,
+            view.text if cfg.server.log_prompts else None,
+        )
+        headers = {
+            "x-tuneroute-tier": str(decision.tier),
+            "x-tuneroute-score": "none" if decision.score is None else f"{decision.score:.3f}",
+            "x-tuneroute-attempts": str(result.attempts),
+        }
+        if isinstance(result, Failed):
+            return self._failed(result, decision, headers, rec, t0)
+        return self._served(st, result, decision, headers, rec, t0)
+
+    def _decide(
+        self, st: State, model: str, view: RequestView, body: dict[str, Any]
+    ) -> tuple[policy.Decision | None, float]:
+        """(decision, seconds spent classifying); no decision for a model the route lacks."""
+        cfg = st.cfg
+        if model != cfg.virtual_model:
+            m = cfg.by_name(model)
+            return (policy.direct(cfg, m) if m else None), 0.0
+        clf = self.live.classifier
+        if clf is None:
+            raise NotReady
+        t = time.perf_counter()
+        scored = clf.score(view) if view.text.strip() else None
+        nearest = st.examples.nearest(scored.emb) if (scored and st.examples) else None
+        classify_s = time.perf_counter() - t
+        self.metrics.classify.observe(classify_s)
+        return policy.decide(cfg, view, body, scored.p_hard if scored else None, nearest), classify_s
+
+    def _failed(
+        self, result: Failed, decision: policy.Decision, headers: dict[str, str], rec: dict, t0: float
+    ) -> Response:
+        """Every candidate failed: the last error (ours or the backend's) with the headers."""
+        overhead = time.perf_counter() - t0 - result.backend_s
+        headers |= {
+            "x-tuneroute-model": result.last_model or "none",
+            "x-tuneroute-reason": decision.reason + ("+fallback" if result.attempts > 1 else ""),
+            "x-tuneroute-overhead-ms": f"{overhead * 1e3:.3f}",
+        }
+        self.metrics.requests.labels(result.last_model or "none", "failed").inc()
+        decision_log.write(
+            rec,
+            status=result.status,
+            model=result.last_model,
+            attempts=result.attempts,
+            overhead_s=overhead,
+            backend_s=result.backend_s,
+        )
+        return Response(result.body, result.status, headers=headers, media_type=JSON)
+
+    def _served(
+        self, st: State, served: Served, decision: policy.Decision, headers: dict[str, str], rec: dict, t0: float
+    ) -> Response:
+        sm = served.backend.model
+        reason = decision.reason + ("+fallback" if sm is not decision.candidates[0] else "")
+        self.metrics.decisions.labels(str(sm.tier), reason).inc()
+        self.metrics.backend.labels(sm.name).observe(served.backend_s)
+        outcome = "ok" if served.status < 400 else "client_error"
+        headers |= {"x-tuneroute-model": sm.name, "x-tuneroute-tier": str(sm.tier), "x-tuneroute-reason": reason}
+        overhead = time.perf_counter() - t0 - served.backend_s
+        headers["x-tuneroute-overhead-ms"] = f"{overhead * 1e3:.3f}"
+        self.metrics.overhead.observe(overhead)
+
+        def finished(usage: Usage, broken: bool = False, streaming_s: float = 0.0) -> None:
+            self.accounting.record(sm, st.strongest, usage, "stream_broken" if broken else outcome)
+            decision_log.write(
+                rec,
+                status=served.status,
+                model=sm.name,
+                attempts=served.attempts,
+                overhead_s=overhead,
+                backend_s=served.backend_s + streaming_s,
+                usage=usage,
+                broken=broken,
+            )
+
+        if served.body is not None:
+            finished(usage_of_body(served.body) if served.status == 200 else Usage())
+            return Response(served.body, served.status, headers=headers, media_type=served.content_type)
+
+        return StreamingResponse(
+            relay(served, self.dispatcher, finished), served.status, headers=headers, media_type=served.content_type
+        )

@@ -1,11 +1,18 @@
-"""Complexity classifier: request features + a static word embedding + a logistic head.
+"""Complexity classifier: request features + static word embeddings + one calibrated head per tier boundary.
 
 The embedding is WordLlama's l2_supercat (256-d token table), whose weights and
 tokenizer ship inside the `wordllama` wheel, so it loads offline. We read those two
 files directly (tokenizers + safetensors) instead of importing wordllama: its
 loader looks for the tokenizer in the wrong folder and tries the network, and its
-import reconfigures root logging. The head (head.json, next to this file) is trained
-by router-image/train_head.py and calibrated (Platt) to P(request needs a stronger tier).
+import reconfigures root logging.
+
+The newest user turn and the earlier user turns (the conversation's context) are
+embedded separately, so a follow-up such as "now prove it" carries the difficulty
+of what came before. The head (head.json, trained by
+tuneroute_router_training/train_head.py) has one logistic regression per boundary
+between the three difficulty levels (1 = a small model answers well, 2 = needs a
+mid-size model, 3 = needs the strongest), each calibrated (Platt) on held-back data:
+P(level >= 2) and P(level >= 3).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +28,8 @@ import numpy as np
 from .features import FEATURE_NAMES, RequestView, features
 
 HEAD_PATH = Path(__file__).with_name("head.json")
-_MAX_TOKENS = 512  # a mean-pooled static embedding saturates long before this
+_MAX_TOKENS = 256  # a mean-pooled static embedding saturates long before this
+_CONTEXT_EMBED_CHARS = 1000  # the end of the earlier turns: the topic a follow-up leans on
 
 
 def _wordllama_dir() -> Path:
@@ -46,7 +54,7 @@ class Embedder:
 
     def embed(self, text: str) -> np.ndarray:
         """Unit-norm mean of token vectors (zeros for empty text)."""
-        ids = self.tokenizer.encode(text[: _MAX_TOKENS * 8], add_special_tokens=False).ids[:_MAX_TOKENS]
+        ids = self.tokenizer.encode(text[: _MAX_TOKENS * 6], add_special_tokens=False).ids[:_MAX_TOKENS]
         if not ids:
             return np.zeros(self.dim, dtype=np.float32)
         v = self.table[ids].mean(axis=0)
@@ -54,17 +62,20 @@ class Embedder:
         return v / n if n > 0 else v
 
 
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(min(z, 40.0), -40.0)))
+
+
 @dataclass(frozen=True)
 class Head:
-    """Logistic regression over [embedding, standardised features], then Platt scaling."""
+    """Logistic regressions over standardised [embedding(s), features], one per boundary, then Platt scaling."""
 
-    w: np.ndarray
-    b: float
+    w: np.ndarray  # (boundaries, dim)
+    b: np.ndarray  # (boundaries,)
     mu: np.ndarray
     sigma: np.ndarray
-    platt_a: float
-    platt_b: float
-    meta: dict
+    platt: np.ndarray  # (boundaries, 2): a, c in sigmoid(a * logit + c)
+    meta: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path = HEAD_PATH) -> Head:
@@ -73,30 +84,32 @@ class Head:
             raise RuntimeError(f"{path}: trained for other features; retrain the head")
         return cls(
             w=np.asarray(d["w"], dtype=np.float32),
-            b=float(d["b"]),
+            b=np.asarray(d["b"], dtype=np.float32),
             mu=np.asarray(d["mu"], dtype=np.float32),
             sigma=np.asarray(d["sigma"], dtype=np.float32),
-            platt_a=float(d["platt_a"]),
-            platt_b=float(d["platt_b"]),
+            platt=np.asarray(d["platt"], dtype=np.float32),
             meta=d.get("meta", {}),
         )
 
-    def logit(self, x: np.ndarray) -> float:
-        return float(np.dot(self.w, (x - self.mu) / self.sigma)) + self.b
+    def probs(self, x: np.ndarray) -> tuple[float, ...]:
+        """Calibrated P(level >= 2), P(level >= 3), ...; never increasing."""
+        z = self.w @ ((x - self.mu) / self.sigma) + self.b
+        out, cap = [], 1.0
+        for k in range(len(z)):
+            cap = min(cap, _sigmoid(float(self.platt[k, 0] * z[k] + self.platt[k, 1])))
+            out.append(cap)
+        return tuple(out)
 
-    def prob(self, x: np.ndarray) -> float:
-        z = self.platt_a * self.logit(x) + self.platt_b
-        return 1.0 / (1.0 + math.exp(-max(min(z, 40.0), -40.0)))
 
-
-def vectorize(emb: np.ndarray, v: RequestView) -> np.ndarray:
-    return np.concatenate([emb, np.asarray(features(v), dtype=np.float32)])
+def vectorize(emb: np.ndarray, ctx_emb: np.ndarray, v: RequestView) -> np.ndarray:
+    return np.concatenate([emb, ctx_emb, np.asarray(features(v), dtype=np.float32)])
 
 
 @dataclass(frozen=True)
 class Scored:
-    p_hard: float  # calibrated P(needs a stronger tier)
-    emb: np.ndarray
+    p_hard: float  # calibrated P(needs more than the cheapest tier) = P(level >= 2)
+    emb: np.ndarray  # embedding of the newest user turn (route examples compare against it)
+    p_levels: tuple[float, ...] = ()  # P(level >= 2), P(level >= 3): one per boundary, calibrated apart
 
 
 class Classifier:
@@ -104,9 +117,16 @@ class Classifier:
         self.embedder = embedder or Embedder()
         self.head = head or Head.load()
 
+    @staticmethod
+    def context_embedding(embedder: Embedder, v: RequestView) -> np.ndarray:
+        if not v.context:
+            return np.zeros(embedder.dim, dtype=np.float32)
+        return embedder.embed(v.context[-_CONTEXT_EMBED_CHARS:])
+
     def score(self, v: RequestView) -> Scored:
         emb = self.embedder.embed(v.text)
-        return Scored(self.head.prob(vectorize(emb, v)), emb)
+        p = self.head.probs(vectorize(emb, self.context_embedding(self.embedder, v), v))
+        return Scored(p[0], emb, p)
 
 
 class ExampleIndex:

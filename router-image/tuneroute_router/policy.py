@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import PoolModel, RouterConfig
@@ -22,7 +24,7 @@ class NoCapableModel(Exception):
 class Decision:
     candidates: list[PoolModel]  # chosen first, then fallbacks
     tier: int  # tier the score asked for (before constraints)
-    score: float | None
+    score: float | None  # P(needs more than the cheapest tier), after route examples
     reason: str
 
 
@@ -57,26 +59,66 @@ def band_midpoint(tiers: list[int], cuts: list[float], tier: int) -> float:
     return (lo + hi) / 2
 
 
+def _example_weight(nearest: tuple[int, float] | None, tiers: list[int]) -> tuple[float, int | None]:
+    if nearest is None or nearest[0] not in tiers or nearest[1] < EXAMPLE_MIN_SIM:
+        return 0.0, None
+    return min(1.0, (nearest[1] - EXAMPLE_MIN_SIM) / (EXAMPLE_FULL_SIM - EXAMPLE_MIN_SIM)), nearest[0]
+
+
 def shift_by_example(
     score: float, nearest: tuple[int, float] | None, tiers: list[int], cuts: list[float]
 ) -> tuple[float, int | None]:
     """Blend the score toward the nearest example's tier band when the request resembles it."""
-    if nearest is None or nearest[0] not in tiers:
+    w, tier = _example_weight(nearest, tiers)
+    if tier is None:
         return score, None
-    tier, sim = nearest
-    if sim < EXAMPLE_MIN_SIM:
-        return score, None
-    w = min(1.0, (sim - EXAMPLE_MIN_SIM) / (EXAMPLE_FULL_SIM - EXAMPLE_MIN_SIM))
     return (1 - w) * score + w * band_midpoint(tiers, cuts, tier), tier
+
+
+def boundary_probs(levels: Sequence[float], n_tiers: int) -> list[float]:
+    """P(needs a tier above pool tier j) for each of the pool's n_tiers - 1 boundaries.
+
+    levels are the classifier's calibrated P(level >= 2), P(level >= 3), ... over its own
+    difficulty levels. Two pool tiers split at level 2 (anything above "a small model does
+    it" goes up); three map one to one; more interpolate between the levels.
+    """
+    cum = [1.0, *levels, 0.0]  # P(level >= x) for x = 1 .. L + 1
+    top = len(levels) + 1
+    out = []
+    for j in range(n_tiers - 1):
+        x = 2.0 if n_tiers == 2 else 1 + (j + 1) * (top - 1) / (n_tiers - 1)
+        lo = math.floor(x)
+        frac = x - lo
+        out.append(cum[lo - 1] * (1 - frac) + cum[min(lo, top)] * frac)
+    return out
+
+
+def shift_levels_by_example(
+    probs: list[float], nearest: tuple[int, float] | None, tiers: list[int], cuts: list[float]
+) -> tuple[list[float], int | None]:
+    """Blend each boundary probability toward the nearest example's tier (clearly above or below each cut)."""
+    w, tier = _example_weight(nearest, tiers)
+    if tier is None:
+        return probs, None
+    k = tiers.index(tier)
+    target = [(c + 1) / 2 if j < k else c / 2 for j, c in enumerate(cuts)]
+    return [(1 - w) * p + w * t for p, t in zip(probs, target)], tier
+
+
+def tier_for_levels(probs: list[float], tiers: list[int], cuts: list[float], margin: float) -> tuple[int, bool]:
+    """Climb while the chance of needing the next tier reaches its cut; one more when just below it."""
+    i = 0
+    while i < len(cuts) and probs[i] >= cuts[i]:
+        i += 1
+    unsure = i < len(cuts) and probs[i] >= cuts[i] - margin
+    if unsure:
+        i += 1
+    return tiers[min(i, len(tiers) - 1)], unsure
 
 
 def tier_for(score: float, tiers: list[int], cuts: list[float], margin: float) -> tuple[int, bool]:
     """Cheapest tier whose band covers the score; one tier up when within margin below a cut."""
-    i = sum(score >= c for c in cuts)
-    unsure = any(c - margin <= score < c for c in cuts)
-    if unsure:
-        i += 1
-    return tiers[min(i, len(tiers) - 1)], unsure
+    return tier_for_levels([score] * len(cuts), tiers, cuts, margin)
 
 
 def _price(m: PoolModel) -> float:
@@ -103,7 +145,7 @@ def decide(
     cfg: RouterConfig,
     v: RequestView,
     body: dict,
-    score: float | None,
+    score: float | Sequence[float] | None,
     nearest: tuple[int, float] | None = None,
 ) -> Decision:
     """Routing decision for a request addressed to the virtual model."""
@@ -117,8 +159,13 @@ def decide(
         cands = order_candidates(ok, chosen.tier, cfg.policy.fallback_order)
         cands = [chosen] + [m for m in cands if m is not chosen]
         return Decision(cands, chosen.tier, score, "default")
-    shifted, ex_tier = shift_by_example(score, nearest, tiers, cuts)
-    want, unsure = tier_for(shifted, tiers, cuts, cfg.policy.uncertainty_margin)
+    if isinstance(score, (int, float)):
+        shifted, ex_tier = shift_by_example(float(score), nearest, tiers, cuts)
+        want, unsure = tier_for(shifted, tiers, cuts, cfg.policy.uncertainty_margin)
+    else:  # calibrated P(level >= 2), P(level >= 3), ... from the classifier
+        probs, ex_tier = shift_levels_by_example(boundary_probs(score, len(tiers)), nearest, tiers, cuts)
+        want, unsure = tier_for_levels(probs, tiers, cuts, cfg.policy.uncertainty_margin)
+        shifted = probs[0] if probs else float(score[0])
     cands = order_candidates(ok, want, cfg.policy.fallback_order)
     parts = [f"example-tier{ex_tier}" if ex_tier is not None else "classifier"]
     if unsure:

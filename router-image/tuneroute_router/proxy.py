@@ -92,7 +92,7 @@ class Proxy:
         nearest = st.examples.nearest(scored.emb) if (scored and st.examples) else None
         classify_s = time.perf_counter() - t
         self.metrics.classify.observe(classify_s)
-        return policy.decide(cfg, view, body, scored.p_hard if scored else None, nearest), classify_s
+        return policy.decide(cfg, view, body, scored.p_levels if scored else None, nearest), classify_s
 
     def _failed(
         self, result: Failed, decision: policy.Decision, headers: dict[str, str], rec: dict, t0: float

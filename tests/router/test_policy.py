@@ -145,3 +145,55 @@ def test_output_tokens_count_towards_the_context_window():
     assert first() == "big"  # 129 + 256 = 385 > 384
     assert first(max_tokens=255) == "tiny"  # 129 + 255 = 384
     assert first(max_completion_tokens=255, max_tokens=4000) == "tiny"
+
+
+def three_tiers(**policy_kw):
+    pool = [{"name": f"t{t}", "url": f"http://t{t}/v1", "tier": t, "contextWindow": 8000} for t in (1, 2, 3)]
+    return parse_config({"pool": pool, "policy": {"thresholds": [0.5, 0.7], "uncertaintyMargin": 0, **policy_kw}})
+
+
+@pytest.mark.parametrize(
+    "levels, tier",
+    [((0.2, 0.1), 1), ((0.6, 0.1), 2), ((0.6, 0.69), 2), ((0.9, 0.8), 3), ((0.4, 0.4), 1)],
+)
+def test_each_boundary_has_its_own_calibrated_probability(levels, tier):
+    """P(level >= 2) decides cheap vs the rest, P(level >= 3) mid vs strong; a mid-level answer means mid."""
+    assert decide(three_tiers(), chat("x"), levels).candidates[0].tier == tier
+
+
+def test_uncertainty_on_a_boundary_escalates_one_tier():
+    d = decide(three_tiers(uncertaintyMargin=0.1), chat("x"), (0.45, 0.1))
+    assert d.candidates[0].tier == 2 and "uncertain-escalated" in d.reason
+    d = decide(three_tiers(uncertaintyMargin=0.1), chat("x"), (0.9, 0.65))
+    assert d.candidates[0].tier == 3 and "uncertain-escalated" in d.reason
+    assert d.score == 0.9  # the header's score: P(needs more than the cheapest tier)
+
+
+def test_pool_boundaries_map_onto_the_classifier_levels():
+    assert policy.boundary_probs((0.8, 0.3), 2) == [0.8]  # anything above "small model" goes up
+    assert policy.boundary_probs((0.8, 0.3), 3) == [0.8, 0.3]
+    four = policy.boundary_probs((0.8, 0.3), 4)  # interpolated, never increasing, ends at P(level >= 3)
+    assert len(four) == 3 and four[0] > four[1] > four[2] and four[2] == pytest.approx(0.3)
+    assert policy.boundary_probs((0.8, 0.3), 1) == []
+
+
+def test_two_tier_pool_routes_on_the_first_boundary():
+    c = cfg(uncertaintyMargin=0)
+    two = parse_config(
+        {
+            "pool": [m for m in c.model_dump(by_alias=True)["pool"] if m["tier"] in (1, 3)],
+            "policy": {"thresholds": [0.5]},
+        }
+    )
+    assert decide(two, chat("x"), (0.7, 0.1)).candidates[0].tier == 3
+    assert decide(two, chat("x"), (0.3, 0.1)).candidates[0].tier == 1
+
+
+def test_example_match_pulls_boundary_probabilities_toward_its_tier():
+    c = three_tiers()
+    assert decide(c, chat("x"), (0.1, 0.0), nearest=(3, 0.95)).candidates[0].tier == 3
+    assert decide(c, chat("x"), (0.95, 0.9), nearest=(1, 0.95)).candidates[0].tier == 1
+    d = decide(c, chat("x"), (0.95, 0.9), nearest=(2, 0.95))
+    assert d.candidates[0].tier == 2 and d.reason == "example-tier2"
+    weak = decide(c, chat("x"), (0.1, 0.0), nearest=(3, 0.5))
+    assert weak.candidates[0].tier == 1 and weak.reason == "classifier"

@@ -158,7 +158,8 @@ def decide(
         chosen = default if default in ok else max(ok, key=lambda m: m.tier)
         cands = order_candidates(ok, chosen.tier, cfg.policy.fallback_order)
         cands = [chosen] + [m for m in cands if m is not chosen]
-        return Decision(cands, chosen.tier, score, "default")
+        first = score if score is None or isinstance(score, (int, float)) else (score[0] if score else None)
+        return Decision(cands, chosen.tier, first, "default")
     if isinstance(score, (int, float)):
         shifted, ex_tier = shift_by_example(float(score), nearest, tiers, cuts)
         want, unsure = tier_for(shifted, tiers, cuts, cfg.policy.uncertainty_margin)

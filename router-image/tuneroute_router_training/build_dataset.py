@@ -224,8 +224,9 @@ def bigbench_rows() -> list[dict]:
     with tarfile.open(sdist, "r|gz") as tar:  # streamed: a gzip tar has no cheap random access
         for m in tar:
             key = m.name.split("benchmark_tasks/", 1)[-1]
-            if key in wanted:
-                tasks[key] = json.load(tar.extractfile(m))
+            f = tar.extractfile(m) if key in wanted else None
+            if f is not None:
+                tasks[key] = json.load(f)
     if True:
         for path, tier, split, prefix, n in BB_TASKS:
             d = tasks[path + "/task.json"]
@@ -341,12 +342,12 @@ def mtbench_rows() -> list[dict]:
 def litellm_rows() -> list[dict]:
     # Read the eval file as text: importing it pulls in all of litellm (seconds).
     src = (_pkg_dir("litellm") / "router_strategy/complexity_router/evals/eval_complexity_router.py").read_text()
-    rows = []
+    rows: list[dict] = []
     for node in ast.walk(ast.parse(src)):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "EvalCase":
             kw = {k.arg: k.value for k in node.keywords}
             prompt = ast.literal_eval(kw["prompt"])
-            tier = LITELLM_TIER[kw["expected_tier"].attr]
+            tier = LITELLM_TIER[ast.unparse(kw["expected_tier"]).rsplit(".", 1)[-1]]  # ComplexityTier.X
             rows.append(
                 dict(
                     id=f"litellm/{len(rows)}",

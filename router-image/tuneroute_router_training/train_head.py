@@ -118,6 +118,7 @@ def main() -> None:
             )
             if best is None or brier < best[0]:
                 best = (brier, (l2, es), a, c, p)
+        assert best is not None
         brier, (l2, es), a, c, p = best
         w, b = fit_logreg(N, y, l2, emb_scale=es)
         W.append(w)

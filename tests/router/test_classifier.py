@@ -109,3 +109,18 @@ def test_route_examples_find_the_nearest_tier(clf):
     tier, sim = idx.nearest(clf.embedder.embed("Tell me a joke about cats"))
     assert tier == 1 and sim > 0.7
     assert idx.nearest(clf.embedder.embed("Audit this Solidity smart contract for reentrancy bugs"))[0] == 2
+
+
+def test_held_out_split_is_large_and_its_sources_never_train_the_head():
+    from tuneroute_router_training import dataset
+
+    train, cal, test = dataset.splits()
+    assert len(test) >= 500
+    assert not {e.source for e in train + cal} & {e.source for e in test}
+    assert {1, 2, 3} == {e.tier for e in test} == {e.tier for e in train}
+    assert sum(e.label == "measured" for e in test) >= 100  # the gap curve is on real answers
+    assert sum(e.label == "written" for e in train) < len(train) / 4  # hand-written stays a minority
+    assert all(
+        s in {x for e in test for x in dataset.slices(e)}
+        for s in ("short", "long", "multi-turn", "non-English", "code", "math")
+    )

@@ -20,8 +20,9 @@ import yaml
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 
-from tuneroute_trainer.contract import GROUP, VERSION
+from tuneroute_trainer.contract import GROUP, VERSION, Pattern
 
+from .api.common import DNS_LABEL
 from .api.finetunejob import FineTuneJobSpec, FineTuneJobStatus
 from .api.modelroute import ModelRouteSpec, ModelRouteStatus
 
@@ -46,7 +47,10 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
             rest = {k: v for k, v in node.items() if k != "anyOf"}
             # The outer node's description and default win over the inner type's.
             inner = _inline(options[0], defs)
-            return _inline({**inner, **rest}, defs)
+            # X | None: null is a value (server-side apply of `field: null`, as Argo CD and Flux send
+            # it, is refused without this); CEL sees a null field as absent.
+            nullable = {"nullable": True} if len(options) < len(node["anyOf"]) else {}
+            return _inline({**inner, **rest, **nullable}, defs)
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in DROP or (key == "additionalProperties" and not isinstance(value, dict)):
@@ -130,12 +134,33 @@ def _immutable_except(spec: dict[str, Any], mutable: set[str], kind: str) -> Non
         )
 
 
+# Names that the children's names are built from must be valid for every child: a DNS label for
+# a FineTuneJob (Job, ServiceAccount, the adapter's default name), a DNS-1035 label for a
+# ModelRoute (its router's Service). Checked at admission so that no child is ever refused.
+NAME_RULES = {
+    "FineTuneJob": Pattern(
+        DNS_LABEL,
+        "must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit "
+        "(it names the training Job and the adapter)",
+    ),
+    "ModelRoute": Pattern(
+        r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+        "must start with a lowercase letter and hold only lowercase letters, digits and '-' (it names the "
+        "router's Service, a DNS-1035 label)",
+    ),
+}
+
+
 def _crd(kind: str, plural: str, short: str, spec: dict, status: dict, columns: list[dict], name_max: int) -> dict:
     _bound(spec)
+    name_rule = NAME_RULES[kind]
     root = {
         "type": "object",
         "description": spec["description"],
         "required": ["spec"],
+        "x-kubernetes-validations": [
+            {"rule": name_rule.cel("self.metadata.name"), "message": name_rule.message, "fieldPath": ".metadata.name"}
+        ],
         "properties": {
             "apiVersion": {"type": "string", "description": "API version of this object."},
             "kind": {"type": "string", "description": "Kind of this object."},

@@ -14,11 +14,11 @@ import dataclasses
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from tuneroute_trainer.contract import ApiModel, Rule, check, describe, rules
+from tuneroute_trainer.contract import ApiModel, FieldError, Matches, Pattern, Rule, check, describe, rules
 
 __all__ = [
     "ROUTE_RULES",
@@ -27,6 +27,7 @@ __all__ = [
     "Capabilities",
     "ConfigError",
     "Dispatch",
+    "HttpUrl",
     "Policy",
     "PoolMember",
     "PoolModel",
@@ -95,6 +96,31 @@ ROUTE_RULES = (
 )
 
 
+# A backend's base URL. Credentials in it would be copied in clear into the router's ConfigMap
+# and the route's status; a URL with no host or an impossible port can never be reached.
+HttpUrl = Annotated[
+    str,
+    Field(min_length=1, max_length=2048, pattern=r"^https?://\S+$"),
+    Matches(
+        Pattern(
+            r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@",
+            "must not contain credentials (user:password@): they would be copied in clear into the router's "
+            "ConfigMap and the route's status; give the backend's API key through a Secret",
+            must_match=False,
+        ),
+        Pattern(
+            r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?)(:[0-9]*)?([/?#]|$)",
+            "must name a host: http(s)://host[:port]/path, e.g. http://vllm.ml.svc:8000/v1",
+        ),
+        Pattern(
+            r"^https?://[^/?#@]*:(0*|0[0-9]*|[0-9]{6,}|6553[6-9]|655[4-9][0-9]|65[6-9][0-9]{2}|6[6-9][0-9]{3}|[7-9][0-9]{4})([/?#]|$)",
+            "port must be 1 to 65535",
+            must_match=False,
+        ),
+    ),
+]
+
+
 class Pricing(ApiModel):
     input_per_million: float = Field(0.0, ge=0, description="USD per 1M prompt tokens.")
     output_per_million: float = Field(0.0, ge=0, description="USD per 1M completion tokens.")
@@ -150,13 +176,7 @@ class PoolMember(ApiModel):
 
 
 class PoolModel(PoolMember):
-    url: str = Field(
-        ...,
-        min_length=1,
-        max_length=2048,
-        pattern=r"^https?://\S+$",
-        description="Backend base URL including /v1, e.g. http://vllm-small.ns.svc:8000/v1.",
-    )
+    url: HttpUrl = Field(..., description="Backend base URL including /v1, e.g. http://vllm-small.ns.svc:8000/v1.")
     max_concurrency: int = Field(64, ge=1, description="In-flight requests allowed to this backend.")
     timeout_seconds: float = Field(300.0, gt=0, description="Whole-request timeout for this backend.")
     adapter: AdapterRef | None = Field(
@@ -219,7 +239,7 @@ def check_route(pool: Sequence[PoolMember], policy: Policy, routed: str, routed_
     names = [m.name for m in pool]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(f"pool: duplicate model names {dupes}")
+        raise FieldError("pool", f"duplicate model names {dupes}")
     tiers = {m.tier for m in pool}
     check(policy.default_model is None or policy.default_model in names, DEFAULT_MODEL_IN_POOL)
     check(all(n in names for n in policy.fallback_order), FALLBACK_IN_POOL)

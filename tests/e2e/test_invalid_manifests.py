@@ -105,3 +105,29 @@ def test_finetunejob_spec_is_immutable_except_suspend(control_plane, release, na
     got = cp.get("-n", namespace, "finetunejob", ftj["metadata"]["name"])
     assert got["spec"]["suspend"] is True
     assert got["spec"]["lora"]["rank"] == 16 and got["spec"]["baseModel"]["id"] == FTJ["spec"]["baseModel"]["id"]
+
+
+def test_null_for_an_optional_field_is_accepted_by_server_side_apply(control_plane, release, namespace):
+    """Argo CD and Flux apply manifests server-side, and a chart or kustomization often renders an
+    unset optional field as `null`. Client-side apply drops nulls; server-side apply refused them
+    unless the schema says nullable."""
+    cases = {
+        "ftj": [
+            setp("spec.image", None),
+            setp("spec.output.adapterName", None),
+            setp("spec.activeDeadlineSeconds", None),
+            setp("spec.resources.memory", None),
+            setp("spec.training.maxSteps", None),
+        ],
+        "mroute": [
+            setp("spec.apiKeySecret", None),
+            setp("spec.router.image", None),
+            setp("spec.policy.thresholds", None),
+            setp("spec.policy.defaultModel", None),
+        ],
+    }
+    for kind, mutations in cases.items():
+        out = kubectl_apply(
+            control_plane, namespace, manifest(kind, both(*mutations)), "server-side", "--dry-run=server"
+        )
+        assert out.returncode == 0, f"{kind}: {out.stderr}"

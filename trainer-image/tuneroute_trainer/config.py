@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from .contract import ApiModel, Rule, check, rules
+from .contract import ApiModel, Matches, Pattern, Rule, cel, check, rules
 
 __all__ = [
     "METHOD_RULES",
@@ -32,6 +32,7 @@ __all__ = [
     "TrainingSpec",
     "check_method",
     "load_config",
+    "spec_field",
 ]
 
 # The MoE-LoRA kernels: the one list of their names (moe_lora.experts binds each fused one to its code).
@@ -98,6 +99,14 @@ class DatasetSource(ApiModel):
         return self
 
 
+# A module name as PEFT matches it (e.g. q_proj, or a dotted suffix such as self_attn.q_proj).
+ModuleName = Annotated[
+    str,
+    Field(max_length=128),
+    Matches(Pattern(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$", "must be a module name such as q_proj or self_attn.q_proj")),
+]
+
+
 class LoraSpec(ApiModel):
     model_config = rules(DROPOUT_WITHOUT_EXPERTS)
 
@@ -106,7 +115,7 @@ class LoraSpec(ApiModel):
     dropout: float = Field(
         0.0, ge=0.0, le=1.0, description="LoRA dropout on the attention modules (must be 0 when experts is true)."
     )
-    target_modules: list[str] = Field(
+    target_modules: list[ModuleName] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         min_length=1,
         description="Names of the linear (attention) modules that get LoRA.",
@@ -126,10 +135,21 @@ class LoraSpec(ApiModel):
         return self
 
 
+# LoRA learning rates live around 1e-5..1e-3; above 0.1 a run only wastes GPU hours. A CEL rule,
+# not `maximum`: the API server compares an integer value with int(maximum), so `maximum: 0.1`
+# would refuse 3 saying "should be less than or equal to 0".
+LEARNING_RATE_SANE = Rule("self <= 0.1", "must be at most 0.1 (LoRA learning rates are around 1e-5 to 1e-3)")
+
+
 class TrainingSpec(ApiModel):
     epochs: int = Field(1, ge=1, description="Passes over the dataset (ignored when maxSteps is set).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
-    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (AdamW).")
+    learning_rate: float = Field(
+        2e-4,
+        gt=0,
+        description="Peak learning rate (AdamW), above 0 and at most 0.1.",
+        json_schema_extra=cel(LEARNING_RATE_SANE),
+    )
     batch_size: int = Field(1, ge=1, description="Sequences per device per micro-batch.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     sequence_length: int = Field(
@@ -138,7 +158,13 @@ class TrainingSpec(ApiModel):
     precision: Literal["bf16", "fp16", "fp32"] = Field(
         "bf16", description="Compute precision of the base model (fp32 is used on CPU whatever is asked)."
     )
-    seed: int = Field(42, description="Random seed (data order, LoRA init).")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed (data order, LoRA init), 0 to 2^32-1.")
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _learning_rate(cls, value: float) -> float:
+        check(value <= 0.1, LEARNING_RATE_SANE)
+        return value
 
 
 class CheckpointSpec(ApiModel):
@@ -148,6 +174,14 @@ class CheckpointSpec(ApiModel):
 
 class AdapterOutput(ApiModel):
     dir: str = Field(..., min_length=1, description="Directory that receives the adapter, tokenizer and manifest.")
+    run_id: str | None = Field(
+        None,
+        max_length=128,
+        description=(
+            "Identity of this run (the FineTuneJob's uid). Checkpoints are kept per run and config, and a "
+            "finished run is recognised only by its own id: a re-created job never resumes or reuses another's."
+        ),
+    )
     adapter_name: str = Field(
         ...,
         min_length=1,
@@ -196,6 +230,32 @@ class TrainerStatus(ApiModel):
     """The part of a FineTuneJob's status the trainer writes (the operator's status model extends it)."""
 
     progress: Progress | None = Field(None, description="Training progress reported by the trainer.")
+
+
+# Where each trainer config field comes from in a FineTuneJob: a trainer run for a FineTuneJob
+# names the field the user wrote (spec.baseModel.revision), not the config's (model.revision).
+SPEC_FIELDS = {
+    "model.id": "spec.baseModel.id",
+    "model.revision": "spec.baseModel.revision",
+    "model.path": "spec.baseModel.path",
+    "model": "spec.baseModel",
+    "dataset": "spec.dataset",
+    "method": "spec.method",
+    "lora": "spec.lora",
+    "training": "spec.training",
+    "checkpoint": "spec.checkpoint",
+    "output.dir": "spec.output.path",
+    "output.adapterName": "spec.output.adapterName",
+    "output": "spec.output",
+}
+
+
+def spec_field(field: str) -> str:
+    """The FineTuneJob field a trainer config field comes from (e.g. lora.rank -> spec.lora.rank)."""
+    for prefix, spec in SPEC_FIELDS.items():
+        if field == prefix or field.startswith(prefix + "."):
+            return spec + field[len(prefix) :]
+    return field
 
 
 def load_config(path: str | Path) -> TrainerConfig:

@@ -6,19 +6,27 @@ aliases users write, and each field's description is what `kubectl explain` prin
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
-from tuneroute_trainer.contract import ApiModel, Rule, RuleViolation, cel
+from tuneroute_trainer.contract import ApiModel, Matches, Pattern, Rule, RuleViolation, cel, check, rules
 
 __all__ = [
     "DNS_LABEL",
     "DNS_SUBDOMAIN",
+    "LABEL_KEY",
+    "LABEL_VALUE",
     "ApiModel",
+    "ClaimPath",
     "Condition",
     "ConditionStatus",
+    "ExtendedResourceName",
+    "Image",
+    "MountPath",
+    "NodeSelector",
     "Quantity",
     "SecretKeyRef",
     "SecretRef",
@@ -28,6 +36,80 @@ __all__ = [
 # Kubernetes names (RFC 1123 labels / subdomains) and resource quantities.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Label keys ([DNS subdomain prefix/]name) and values: what nodeSelector and tolerations hold.
+_NAME63 = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_KEY_RULES = "[prefix/]name, the name at most 63 letters, digits, '-', '_' or '.' (e.g. nvidia.com/gpu.present)"
+LABEL_KEY = Pattern(rf"^({_SUBDOMAIN}/)?{_NAME63}$", f"must be a label key: {_KEY_RULES}")
+LABEL_VALUE = Pattern(
+    rf"^({_NAME63})?$", "must be a label value: at most 63 letters, digits, '-', '_' or '.', alphanumeric at both ends"
+)
+LABEL_KEY_OR_EMPTY = Pattern(rf"^(({_SUBDOMAIN}/)?{_NAME63})?$", f"must be a label key: {_KEY_RULES}")
+NODE_SELECTOR_KEYS = Rule(
+    f"self.all(k, {LABEL_KEY.cel('k')})",
+    f"keys must be label keys: {_KEY_RULES}",
+    message_expression=f"'key ' + self.filter(k, {LABEL_KEY.negated.cel('k')})[0] + ' is not a label key: ' + {json.dumps(_KEY_RULES)}",
+)
+NODE_SELECTOR_VALUES = Rule(
+    f"self.all(k, {LABEL_VALUE.cel('self[k]')})",
+    "values must be label values: at most 63 letters, digits, '-', '_' or '.', alphanumeric at both ends",
+)
+
+
+def _node_selector(value: dict[str, str]) -> dict[str, str]:
+    """The Python side of NODE_SELECTOR_KEYS and NODE_SELECTOR_VALUES."""
+    check(all(LABEL_KEY.ok(k) for k in value), NODE_SELECTOR_KEYS)
+    check(all(LABEL_VALUE.ok(v) for v in value.values()), NODE_SELECTOR_VALUES)
+    return value
+
+
+NodeSelector = Annotated[
+    dict[str, Annotated[str, Field(max_length=63)]],
+    Field(max_length=32, json_schema_extra=cel(NODE_SELECTOR_KEYS, NODE_SELECTOR_VALUES)),
+    AfterValidator(_node_selector),
+]
+
+# An extended resource (a device plugin's, e.g. nvidia.com/gpu): a qualified name with a domain
+# that is not Kubernetes' own; the API server refuses a pod requesting anything else.
+ExtendedResourceName = Annotated[
+    str,
+    Field(max_length=253),
+    Matches(
+        Pattern(
+            rf"^{_SUBDOMAIN}/{_NAME63}$",
+            "must be an extended resource name: domain/name, e.g. nvidia.com/gpu or amd.com/gpu",
+        ),
+        Pattern(r"(^|\.)kubernetes\.io/", "must not be in the kubernetes.io domain (e.g. nvidia.com/gpu)", False),
+    ),
+]
+
+# An image reference: what a container's image may hold (no whitespace: a trailing newline from a
+# YAML block scalar makes a Job whose pods the API server refuses, and that never starts).
+Image = Annotated[
+    str,
+    Field(max_length=512),
+    Matches(
+        Pattern(
+            r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$",
+            "must be an image reference: registry/repository[:tag][@digest], no whitespace "
+            "(e.g. registry.example.com/ml/trainer:1.0)",
+        )
+    ),
+]
+
+# Paths inside a claim stay inside it: relative, and no '..' segment.
+_NO_DOTDOT = Pattern(r"(^|/)\.\.(/|$)", "must not contain a '..' segment (it would leave the volume)", False)
+ClaimPath = Annotated[
+    str,
+    Field(max_length=1024),
+    Matches(Pattern(r"^[^/]", "must be a relative path inside the claim (no leading '/')"), _NO_DOTDOT),
+]
+MountPath = Annotated[
+    str,
+    Field(max_length=1024),
+    Matches(Pattern(r"^/", "must be an absolute path (e.g. /adapters)"), _NO_DOTDOT),
+]
+
 # Kubernetes' quantity syntax: a decimal number, then a binary or decimal suffix or an exponent.
 _QUANTITY = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
 NON_NEGATIVE_QUANTITY = Rule(
@@ -56,11 +138,14 @@ Quantity = Annotated[
 ]
 
 
+SECRET_KEY = Pattern(r"^[-._a-zA-Z0-9]+$", "must be a Secret key: letters, digits, '-', '_' or '.'")
+
+
 class SecretKeyRef(ApiModel):
     name: str = Field(
         max_length=253, pattern=DNS_SUBDOMAIN, description="Name of a Secret in the resource's namespace."
     )
-    key: str = Field(max_length=253, description="Key within the Secret.")
+    key: Annotated[str, Field(max_length=253), Matches(SECRET_KEY)] = Field(description="Key within the Secret.")
 
 
 class SecretRef(ApiModel):
@@ -69,16 +154,47 @@ class SecretRef(ApiModel):
     )
 
 
+# The toleration combinations the API server refuses in a pod, refused here at admission instead.
+TOLERATION_KEY_OR_EXISTS = Rule(
+    "(has(self.key) && self.key != '') || self.operator == 'Exists'",
+    "must be Exists when key is empty (a toleration that matches every taint)",
+    "operator",
+)
+TOLERATION_EXISTS_NO_VALUE = Rule(
+    "self.operator != 'Exists' || !has(self.value) || self.value == ''",
+    "must be empty when operator is Exists",
+    "value",
+)
+TOLERATION_SECONDS_NO_EXECUTE = Rule(
+    "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+    "applies to effect NoExecute only: set effect: NoExecute or leave tolerationSeconds out",
+    "tolerationSeconds",
+)
+
+
 class Toleration(ApiModel):
-    key: str | None = Field(
-        None, max_length=316, description="Taint key the toleration applies to; empty matches all keys."
+    model_config = rules(TOLERATION_KEY_OR_EXISTS, TOLERATION_EXISTS_NO_VALUE, TOLERATION_SECONDS_NO_EXECUTE)
+
+    key: Annotated[str, Field(max_length=316), Matches(LABEL_KEY_OR_EMPTY)] | None = Field(
+        None, description="Taint key the toleration applies to; empty matches all keys (operator Exists)."
     )
     operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists or Equal.")
-    value: str | None = Field(None, max_length=63, description="Taint value to match when operator is Equal.")
+    value: Annotated[str, Field(max_length=63), Matches(LABEL_VALUE)] | None = Field(
+        None, description="Taint value to match when operator is Equal."
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         None, description="Taint effect to match; empty matches all effects."
     )
-    toleration_seconds: int | None = Field(None, description="How long a NoExecute taint is tolerated, in seconds.")
+    toleration_seconds: int | None = Field(
+        None, description="How long a NoExecute taint is tolerated, in seconds (effect NoExecute only)."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Toleration:
+        check(bool(self.key) or self.operator == "Exists", TOLERATION_KEY_OR_EXISTS)
+        check(self.operator != "Exists" or not self.value, TOLERATION_EXISTS_NO_VALUE)
+        check(self.toleration_seconds is None or self.effect == "NoExecute", TOLERATION_SECONDS_NO_EXECUTE)
+        return self
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

@@ -8,9 +8,9 @@ by side (see tuneroute_trainer.contract.Rule).
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from tuneroute_trainer.config import (
     METHOD_RULES,
@@ -22,9 +22,22 @@ from tuneroute_trainer.config import (
     TrainingSpec,
     check_method,
 )
-from tuneroute_trainer.contract import Rule, cel, check, rules
+from tuneroute_trainer.contract import Rule, check, rules
 
-from .common import DNS_LABEL, DNS_SUBDOMAIN, ApiModel, Condition, Quantity, SecretKeyRef, SecretRef, Toleration
+from .common import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    ApiModel,
+    ClaimPath,
+    Condition,
+    ExtendedResourceName,
+    Image,
+    NodeSelector,
+    Quantity,
+    SecretKeyRef,
+    SecretRef,
+    Toleration,
+)
 
 HF_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
 
@@ -35,8 +48,13 @@ ID_OR_PVC = Rule(
 )
 PATH_NEEDS_PVC = Rule("!has(self.path) || has(self.pvc)", "path is a path inside pvc; set pvc too")
 PVC_NEEDS_PATH = Rule("!has(self.pvc) || has(self.path)", "pvc needs path (the location inside the claim)")
-# grpo is in the schema's enum only so that it is refused with a message that says why.
-GRPO_RESERVED = Rule("self != 'grpo'", "method grpo is reserved for a later release; use sft or dpo")
+# The triton kernel runs on CUDA only: a CPU job asking for it would fail in the trainer.
+TRITON_NEEDS_GPU = Rule(
+    "!has(self.lora) || !has(self.lora.kernel) || self.lora.kernel != 'triton' || "
+    "!has(self.resources) || !has(self.resources.gpus) || self.resources.gpus > 0",
+    "triton runs on GPUs only: set resources.gpus to 1 or more, or use auto, grouped or loop",
+    "lora.kernel",
+)
 
 
 class _Source(ApiModel):
@@ -61,16 +79,20 @@ class BaseModelSpec(_Source):
     id: str | None = Field(
         None, max_length=256, pattern=HF_ID, description="Hugging Face model id, e.g. Qwen/Qwen3-30B-A3B."
     )
-    revision: str = Field("main", max_length=128, description="Hugging Face revision (branch, tag or commit) of id.")
+    revision: str = Field(
+        "main",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._/-]+$",
+        description="Hugging Face revision (branch, tag or commit) of id.",
+    )
     pvc: str | None = Field(
         None,
         max_length=253,
         pattern=DNS_SUBDOMAIN,
         description="PersistentVolumeClaim holding the model, mounted read-only.",
     )
-    path: str | None = Field(
-        None, max_length=1024, pattern=r"^[^/].*$", description="Directory of the model inside pvc (relative)."
-    )
+    path: ClaimPath | None = Field(None, description="Directory of the model inside pvc (relative).")
 
 
 class DatasetSpec(_Source):
@@ -83,13 +105,8 @@ class DatasetSpec(_Source):
         pattern=DNS_SUBDOMAIN,
         description="PersistentVolumeClaim holding the data, mounted read-only.",
     )
-    path: str | None = Field(
-        None,
-        max_length=1024,
-        pattern=r"^[^/].*$",
-        description="File or directory inside pvc (relative): json, jsonl or parquet.",
-    )
-    split: str = Field("train", max_length=64, description="Dataset split to train on.")
+    path: ClaimPath | None = Field(None, description="File or directory inside pvc (relative): json, jsonl or parquet.")
+    split: str = Field("train", min_length=1, max_length=64, description="Dataset split to train on.")
     format: DatasetFormat = Field(
         description="Record layout: chat (messages), instruction (instruction/input/output), completion (prompt/completion), preference (prompt/chosen/rejected; for dpo)."
     )
@@ -99,17 +116,22 @@ class ResourcesSpec(ApiModel):
     """What the training pod asks the scheduler for."""
 
     gpus: int = Field(1, ge=0, le=16, description="GPUs per training pod (0 trains on the CPU: tiny models only).")
-    gpu_resource: str = Field("nvidia.com/gpu", max_length=253, description="Extended resource name of the GPU.")
+    gpu_resource: ExtendedResourceName = Field("nvidia.com/gpu", description="Extended resource name of the GPU.")
     cpu: Quantity | None = Field(None, description="CPU request and limit, e.g. '8'.")
     memory: Quantity | None = Field(None, description="Memory request and limit, e.g. 64Gi.")
     shared_memory: Quantity = Field(
         "16Gi", description="Size of the memory-backed /dev/shm (data loader workers, NCCL)."
     )
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, max_length=32, description="Node labels the pod must match."
-    )
+    node_selector: NodeSelector = Field(default_factory=dict, description="Node labels the pod must match.")
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=32, description="Taints the pod tolerates (GPU nodes are often tainted)."
+    )
+    model_cache: Quantity = Field(
+        "100Gi",
+        description=(
+            "Disk for the base model downloaded from the hub (baseModel.id): the size limit of the pod's model "
+            "cache and its ephemeral-storage request, so that it lands on a node with that much disk."
+        ),
     )
 
 
@@ -121,11 +143,9 @@ class OutputSpec(ApiModel):
         pattern=DNS_SUBDOMAIN,
         description="PersistentVolumeClaim the adapter and checkpoints are written to.",
     )
-    path: str | None = Field(
+    path: ClaimPath | None = Field(
         None,
-        max_length=1024,
-        pattern=r"^[^/].*$",
-        description="Directory inside pvc (relative); defaults to adapters/<name>.",
+        description="Directory inside pvc (relative); defaults to adapters/<name>. No two FineTuneJobs may share one.",
     )
     adapter_name: str | None = Field(
         None,
@@ -145,24 +165,18 @@ class SecretsSpec(ApiModel):
 
 
 class FineTuneJobSpec(ApiModel):
-    model_config = rules(*METHOD_RULES)
+    model_config = rules(*METHOD_RULES, TRITON_NEEDS_GPU)
 
     base_model: BaseModelSpec = Field(description="The model to fine-tune.")
     dataset: DatasetSpec = Field(description="The training data.")
-    method: Method = Field(
-        "sft",
-        description="Training method: sft (supervised) or dpo (preference). grpo is reserved.",
-        json_schema_extra={"enum": [*get_args(Method), "grpo"], **cel(GRPO_RESERVED)},
-    )
+    method: Method = Field("sft", description="Training method: sft (supervised) or dpo (preference).")
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA adapter shape and where it attaches.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation hyper-parameters.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoint interval and resume.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="GPUs, CPU, memory and placement.")
     output: OutputSpec = Field(description="Where the adapter is written.")
     secrets: SecretsSpec = Field(default_factory=SecretsSpec, description="Credentials from Secrets.")
-    image: str | None = Field(
-        None, max_length=512, description="Trainer image; defaults to the operator's configured image."
-    )
+    image: Image | None = Field(None, description="Trainer image; defaults to the operator's configured image.")
     suspend: bool = Field(
         False,
         description="Suspend the training Job (pods are deleted, progress is kept in checkpoints); set false to resume.",
@@ -182,15 +196,10 @@ class FineTuneJobSpec(ApiModel):
         description="Delete the finished Job (not this resource or its adapter) this many seconds after it ends.",
     )
 
-    @field_validator("method", mode="before")
-    @classmethod
-    def _grpo(cls, value: object) -> object:
-        check(value != "grpo", GRPO_RESERVED)
-        return value
-
     @model_validator(mode="after")
     def _rules(self) -> FineTuneJobSpec:
         check_method(self.method, self.dataset.format)
+        check(self.lora.kernel != "triton" or self.resources.gpus > 0, TRITON_NEEDS_GPU)
         return self
 
 

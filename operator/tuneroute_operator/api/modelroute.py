@@ -10,19 +10,32 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from tuneroute_router.config import ROUTE_RULES, Dispatch, Policy, PoolMember, check_route
+from tuneroute_router.config import ROUTE_RULES, Dispatch, HttpUrl, Policy, PoolMember, check_route
 from tuneroute_trainer.contract import Rule, check, rules
 
-from .common import DNS_LABEL, ApiModel, Condition, Quantity, SecretRef
+from .common import DNS_LABEL, ApiModel, Condition, Image, MountPath, Quantity, SecretRef
 
 ONE_BACKEND = Rule(
     "[has(self.url), has(self.service), has(self.fineTuneJob)].filter(x, x).size() == 1",
     "set exactly one of url, service or fineTuneJob",
 )
+_BASE_MISSING = (
+    "has({p}.backend.fineTuneJob) && "
+    "!self.pool.exists(q, q.name == {p}.backend.fineTuneJob.base && !has(q.backend.fineTuneJob))"
+)
+# CEL has no index of a list item: the message counts through the 32 entries a pool may hold, and
+# spells the numbers out (the cost estimator takes string(int) in a message for unbounded).
+_INDICES = ", ".join(str(i) for i in range(32))
+_NUMERALS = ", ".join(f"'{i}'" for i in range(32))
 ADAPTER_BASE_IN_POOL = Rule(
-    "self.pool.all(p, !has(p.backend.fineTuneJob) || self.pool.exists(q, q.name == p.backend.fineTuneJob.base && !has(q.backend.fineTuneJob)))",
-    "pool[].backend.fineTuneJob.base must name another pool entry with a url or service backend",
+    f"!self.pool.exists(p, {_BASE_MISSING.format(p='p')})",
+    "backend.fineTuneJob.base must name another pool entry with a url or service backend",
     "pool",
+    message_expression=(
+        f"'spec.pool[' + [{_INDICES}].filter(i, i < self.pool.size() && {_BASE_MISSING.format(p='self.pool[i]')})"
+        f".map(i, [{_NUMERALS}][i])[0] + ']: backend.fineTuneJob.base must name another pool entry with a url or "
+        "service backend'"
+    ),
 )
 
 
@@ -45,10 +58,8 @@ class FineTuneJobRef(ApiModel):
     base: str = Field(
         max_length=128, description="Name of the pool entry whose backend serves the base model and loads the adapter."
     )
-    mount_path: str = Field(
+    mount_path: MountPath = Field(
         "/adapters",
-        max_length=1024,
-        pattern=r"^/.*$",
         description="Where the base backend mounts the FineTuneJob's output PVC; the adapter path is resolved under it.",
     )
 
@@ -58,12 +69,7 @@ class BackendRef(ApiModel):
 
     model_config = rules(ONE_BACKEND)
 
-    url: str | None = Field(
-        None,
-        max_length=2048,
-        pattern=r"^https?://\S+$",
-        description="Base URL of an OpenAI-compatible API, including /v1.",
-    )
+    url: HttpUrl | None = Field(None, description="Base URL of an OpenAI-compatible API, including /v1.")
     service: ServiceRef | None = Field(None, description="A Service in this namespace.")
     fine_tune_job: FineTuneJobRef | None = Field(
         None, description="A FineTuneJob's adapter, served by another pool entry's backend once the job succeeds."
@@ -86,9 +92,7 @@ class RouterResources(ApiModel):
 
 class RouterSpec(ApiModel):
     replicas: int = Field(2, ge=0, le=50, description="Router pods.")
-    image: str | None = Field(
-        None, max_length=512, description="Router image; defaults to the operator's configured image."
-    )
+    image: Image | None = Field(None, description="Router image; defaults to the operator's configured image.")
     resources: RouterResources = Field(default_factory=RouterResources, description="Requests per replica.")
 
 
@@ -120,10 +124,9 @@ class ModelRouteSpec(ApiModel):
     @model_validator(mode="after")
     def _rules(self) -> ModelRouteSpec:
         bases = {e.name for e in self.pool if e.backend.fine_tune_job is None}
-        check(
-            all(e.backend.fine_tune_job.base in bases for e in self.pool if e.backend.fine_tune_job),
-            ADAPTER_BASE_IN_POOL,
-        )
+        for i, e in enumerate(self.pool):
+            ref = e.backend.fine_tune_job
+            check(ref is None or ref.base in bases, ADAPTER_BASE_IN_POOL, f"pool[{i}]")
         check_route(self.pool, self.policy, self.model)
         return self
 

@@ -44,6 +44,19 @@ class Kube:
         )
         return out.to_dict()
 
+    def merge_patch(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """JSON merge patch of the fields `obj` holds (for objects whose other fields are immutable)."""
+        meta = obj["metadata"]
+        res = self._res(obj["apiVersion"], obj["kind"])
+        out = res.patch(
+            body={k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")},
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+            content_type="application/merge-patch+json",
+            field_manager=FIELD_MANAGER,
+        )
+        return out.to_dict()
+
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self._res(api_version, kind).get(name=name, namespace=namespace).to_dict()

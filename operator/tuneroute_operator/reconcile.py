@@ -5,13 +5,16 @@ kopf handlers (handlers.py) call these; they take a Kube, so tests can run them 
 
 from __future__ import annotations
 
+import json
 import logging
+import posixpath
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes.dynamic.exceptions import DynamicApiError
 from pydantic import ValidationError
 
 from tuneroute_trainer.contract import API_VERSION, describe, now
@@ -21,7 +24,7 @@ from .api.finetunejob import FineTuneJobSpec, FineTuneJobStatus
 from .api.modelroute import ModelRouteSpec, ModelRouteStatus
 from .builders import finetunejob as ftj_build
 from .builders import modelroute as route_build
-from .builders.common import CONFIG_HASH, Owner
+from .builders.common import CONFIG_HASH, MergePatch, Owner
 from .kube import Kube
 from .settings import Settings
 from .status import conditions as cond
@@ -44,7 +47,57 @@ def _lock(kind: str, namespace: str, name: str) -> threading.Lock:
 
 
 class InvalidSpec(Exception):
-    """A spec the API server accepted but the operator cannot act on; retrying will not help."""
+    """A spec the API server accepted but the operator cannot act on (or a child built from it
+    that the API server refused); retrying will not help. Reported in status and an Event."""
+
+
+class ApplyForbidden(Exception):
+    """A child the API server would not let us write (403: RBAC, a quota, an admission policy).
+    Reported in status and an Event; retried slowly, since an admin can lift it."""
+
+
+# A finished FineTuneJob stays finished (see _finetunejob_status).
+TERMINAL = ("Succeeded", "Failed")
+# The API server refused the object itself: the same object is refused again, whatever the delay.
+REFUSED = {400, 422}
+
+
+def _api_message(e: DynamicApiError, limit: int = 1000) -> str:
+    """The API server's own words (cut: an immutable-field error quotes the whole pod template)."""
+    try:
+        message = str(json.loads(e.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        message = f"{e.status} {e.reason}"
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def _apply_children(
+    kube: Kube, emit: Emit, body: dict, children: Sequence[dict[str, Any] | MergePatch], types: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Apply children in order. Builders put the child that runs something (the Job, the router
+    Deployment) last, so that a refusal leaves only inert objects (ConfigMap, ServiceAccount, Role,
+    Service), owned by the resource and collected with it, and nothing running half-configured.
+    Returns the applied objects, as the API server stored them."""
+    applied = []
+    for write in children:
+        child = write.obj if isinstance(write, MergePatch) else write
+        try:
+            applied.append(kube.merge_patch(child) if isinstance(write, MergePatch) else kube.apply(child))
+        except DynamicApiError as e:
+            what = f"{child['kind']} {child['metadata']['name']}"
+            if e.status in REFUSED:
+                message = f"the API server refused the {what}: {_api_message(e)}"
+                _fail(kube, emit, body, "ApplyFailed", message, types, terminal=True)
+                raise InvalidSpec(message) from None
+            if e.status == 403 and "being terminated" not in str(e.body):
+                message = f"not allowed to write the {what} (retrying every minute): {_api_message(e)}"
+                _fail(kube, emit, body, "ApplyForbidden", message, types, terminal=False)
+                raise ApplyForbidden(message) from None
+            raise
+    return applied
+
+
+WARNING_REASONS = ("InvalidSpec", "ApplyFailed", "ApplyForbidden", "OutputInUse", route_status.CONFIG_REFUSED)
 
 
 def _emit_transitions(emit: Emit, body: dict, before: list[dict] | None, after: list[Condition]) -> None:
@@ -54,7 +107,7 @@ def _emit_transitions(emit: Emit, body: dict, before: list[dict] | None, after: 
         if (c.status != "True" and c.type != "Ready") or c.reason in reasons:
             continue
         reasons.add(c.reason)
-        warning = c.type in ("Failed", "Degraded") or c.reason in ("InvalidSpec", route_status.CONFIG_REFUSED)
+        warning = c.type in ("Failed", "Degraded") or c.reason in WARNING_REASONS
         emit(body, "Warning" if warning else "Normal", c.reason, c.message or f"{c.type}={c.status}")
 
 
@@ -69,15 +122,22 @@ def _write_status(kube: Kube, emit: Emit, body: dict[str, Any], status: FineTune
     _emit_transitions(emit, body, old.get("conditions"), status.conditions)
 
 
-def _fail_invalid(kube: Kube, emit: Emit, body: dict, message: str, types: tuple[str, ...]) -> None:
+def _fail(
+    kube: Kube, emit: Emit, body: dict, reason: str, message: str, types: tuple[str, ...], terminal: bool = True
+) -> None:
+    """Say why the resource cannot go on (one Warning Event on the change). A terminal failure of
+    a FineTuneJob is its Failed phase; otherwise it waits (Pending). A route is not Ready, Degraded."""
     meta = body["metadata"]
     before = (body.get("status") or {}).get("conditions")
-    wanted = [cond.Cond(t, t in ("Failed", "Degraded"), "InvalidSpec", message) for t in types]
+    failed = "Failed" if terminal else "Pending"
+    wanted = [
+        cond.Cond(t, t in ("Failed", "Degraded") and (terminal or t == "Degraded"), reason, message) for t in types
+    ]
     conditions = cond.merge(before, wanted, now(), meta.get("generation", 1))
     status: FineTuneJobStatus | ModelRouteStatus
     if body["kind"] == "FineTuneJob":
         status = FineTuneJobStatus(
-            phase="Failed", message=message, conditions=conditions, observed_generation=meta.get("generation")
+            phase=failed, message=message, conditions=conditions, observed_generation=meta.get("generation")
         )
     else:
         status = ModelRouteStatus(conditions=conditions, observed_generation=meta.get("generation"))
@@ -87,17 +147,39 @@ def _fail_invalid(kube: Kube, emit: Emit, body: dict, message: str, types: tuple
 # FineTuneJob ------------------------------------------------------------------------------
 
 
-def finetunejob(kube: Kube, settings: Settings, body: dict[str, Any], emit: Emit) -> None:
-    """Create or update the FineTuneJob's children, then refresh its status."""
+def finetunejob(
+    kube: Kube, settings: Settings, body: dict[str, Any], emit: Emit, output_users: Iterable[OutputUser] = ()
+) -> None:
+    """Create or update the FineTuneJob's children, then refresh its status.
+
+    `output_users`: the FineTuneJobs of the namespace writing to the same output directory
+    (this one included), from the handlers' index."""
     owner = Owner.of(body)
+    old = body.get("status") or {}
+    if old.get("phase") in TERMINAL:
+        # Finished: never a Job again (its Job may be gone: ttlSecondsAfterFinished, or deleted).
+        finetunejob_status(kube, owner.namespace, owner.name, emit)
+        return
     try:
         spec = FineTuneJobSpec.model_validate(body["spec"])
         children = ftj_build.children(owner, spec, settings)
     except ValidationError as e:
-        _fail_invalid(kube, emit, body, f"invalid spec: {describe(e)}", ftj_status.TYPES)
-        raise InvalidSpec(describe(e)) from None
-    for child in children:
-        kube.apply(child)
+        _fail(kube, emit, body, "InvalidSpec", f"invalid spec: {describe(e, 'spec')}", ftj_status.TYPES)
+        raise InvalidSpec(describe(e, "spec")) from None
+    first = output_owner(output_users)
+    if not old.get("jobName") and first is not None and first.name != owner.name:
+        # Checked before the first Job only: the older job keeps the directory, this one never starts.
+        message = (
+            f"spec.output: claim {spec.output.pvc}, path {ftj_build.output_path(owner, spec)} is already the output "
+            f"of FineTuneJob {first.name}; two jobs there would overwrite each other's adapter and checkpoints: "
+            "set spec.output.path"
+        )
+        _fail(kube, emit, body, "OutputInUse", message, ftj_status.TYPES)
+        raise InvalidSpec(message)
+    writes: list[dict[str, Any] | MergePatch] = list(children)
+    if old.get("jobName"):
+        writes[-1] = ftj_build.job_update(owner, spec)  # the Job exists: only suspend may change
+    _apply_children(kube, emit, body, writes, ftj_status.TYPES)
     finetunejob_status(kube, owner.namespace, owner.name, emit)
 
 
@@ -114,6 +196,12 @@ def finetunejob_status(kube: Kube, namespace: str, name: str, emit: Emit) -> Non
 def _finetunejob_status(kube: Kube, body: dict[str, Any], emit: Emit) -> None:
     meta, old = body["metadata"], body.get("status") or {}
     ns, name = meta["namespace"], meta["name"]
+    if old.get("phase") in TERMINAL:
+        # Succeeded or Failed stays so: the Job may be deleted (ttlSecondsAfterFinished), which
+        # must not turn a finished job into a Pending one, nor drop its adapter from routes.
+        if old.get("observedGeneration") != meta.get("generation"):
+            kube.patch_status(API_VERSION, "FineTuneJob", ns, name, {"observedGeneration": meta.get("generation")})
+        return
     job = kube.get("batch/v1", "Job", ns, name)
     jst = (job or {}).get("status") or {}
     # Pods explain a failure (termination message) or a wait (the scheduler's message).
@@ -162,24 +250,31 @@ def _modelroute(kube: Kube, settings: Settings, body: dict[str, Any], emit: Emit
         spec = ModelRouteSpec.model_validate(body["spec"])
         resolved = route_build.resolve(owner, spec, _referenced_finetunejobs(kube, owner.namespace, spec))
     except ValidationError as e:
-        _fail_invalid(kube, emit, body, f"invalid spec: {describe(e)}", ("Ready", "Degraded"))
-        raise InvalidSpec(describe(e)) from None
+        _fail(kube, emit, body, "InvalidSpec", f"invalid spec: {describe(e, 'spec')}", route_status.TYPES)
+        raise InvalidSpec(describe(e, "spec")) from None
     config, refused = None, None
     if any(r.model is not None for r in resolved):
         try:
             config = route_build.router_config(spec, resolved, keys=spec.api_key_secret is not None)
         except ValidationError as e:
-            refused = describe(e)  # a policy that counts on a pending entry: reported, never rewritten
+            refused = describe(e, "spec")  # a policy that counts on a pending entry: reported, never rewritten
     config_hash = old.get("configHash")
+    children = []
     if config is not None:
         # With no config to give (no ready backend, or one the router would refuse) the old
         # ConfigMap stays: the router keeps its last good config.
-        cm = kube.apply(route_build.configmap(owner, config))
-        config_hash = cm["metadata"]["annotations"][CONFIG_HASH]
+        children.append(route_build.configmap(owner, config))
+        config_hash = children[0]["metadata"]["annotations"][CONFIG_HASH]
     deployment = None
     if config_hash:
-        deployment = kube.apply(route_build.deployment(owner, spec, settings, config_hash))
-        kube.apply(route_build.service(owner))
+        children += [
+            route_build.service(owner),
+            route_build.disruption_budget(owner),
+            route_build.deployment(owner, spec, settings, config_hash),
+        ]
+    applied = _apply_children(kube, emit, body, children, route_status.TYPES)
+    if config_hash:
+        deployment = applied[-1]
     _modelroute_status(kube, body, spec.router.replicas, resolved, deployment, config_hash, refused, emit)
 
 
@@ -207,6 +302,30 @@ def _modelroute_status(
         config_hash=config_hash,
     )
     _write_status(kube, emit, body, status)
+
+
+# Who writes where: a kopf index of the FineTuneJobs by output directory (handlers.py), so that two
+# jobs never share one. The oldest keeps it.
+
+
+@dataclass(frozen=True, order=True)
+class OutputUser:
+    created: str  # metadata.creationTimestamp (RFC 3339 sorts as time)
+    name: str
+
+
+def output_key(namespace: str, name: str, spec: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(namespace, claim, normalised path) of a FineTuneJob's output directory, from its raw spec."""
+    out = (spec or {}).get("output") or {}
+    if not out.get("pvc"):
+        return None
+    path = posixpath.normpath(out.get("path") or ftj_build.default_output_path(name))
+    return (namespace, out["pvc"], path)
+
+
+def output_owner(users: Iterable[OutputUser]) -> OutputUser | None:
+    """The FineTuneJob that keeps a shared output directory: the oldest (then by name)."""
+    return min(users, default=None)
 
 
 # Which routes serve which FineTuneJob's adapter: a kopf index over the ModelRoutes (handlers.py),

@@ -233,8 +233,8 @@ metadata:
     nvidia.com/gpu.count: "8"
 status:
   addresses: [{type: InternalIP, address: 10.240.0.$((10 + i))}, {type: Hostname, address: $n}]
-  capacity: {cpu: "64", memory: 512Gi, pods: "110", nvidia.com/gpu: "8"}
-  allocatable: {cpu: "64", memory: 512Gi, pods: "110", nvidia.com/gpu: "8"}
+  capacity: {cpu: "64", memory: 512Gi, ephemeral-storage: 2Ti, pods: "110", nvidia.com/gpu: "8"}
+  allocatable: {cpu: "64", memory: 512Gi, ephemeral-storage: 2Ti, pods: "110", nvidia.com/gpu: "8"}
 EOF
 done
 node_ready() {

@@ -226,3 +226,44 @@ def test_a_job_no_node_can_fit_says_why_it_waits(control_plane, operator, namesp
     ftj = wait_until(unschedulable, 60, "the scheduler's GPU verdict")
     assert ftj["status"]["phase"] == "Pending"
     assert "Insufficient nvidia.com/gpu" in ftj["status"]["message"]
+
+
+def test_a_finished_job_deleted_by_its_ttl_stays_succeeded_even_across_operator_restarts(
+    control_plane, operator, namespace, storage
+):
+    """ttlSecondsAfterFinished: the Job controller's TTL deletes the finished Job. The FineTuneJob
+    stays Succeeded with its adapter (a route keeps serving it), and a restarted operator does not
+    create a GPU Job for it again."""
+    cp = control_plane
+    storage()
+    apply(cp, namespace, small_finetunejob("short-lived", ttlSecondsAfterFinished=0))
+    cp.finish_pod(namespace, running_pod(cp, namespace, "short-lived"), exit_code=0)
+    wait_phase(cp, namespace, "short-lived", "Succeeded")
+    wait_until(lambda: get(cp, namespace, "job", "short-lived") is None, 60, "the TTL controller to delete the Job")
+
+    operator.stop()
+    operator.start()
+    wait_until(
+        lambda: operator.sample("tuneroute_reconciles_total", kind="FineTuneJob", result="ok") >= 1, 60, "a resume"
+    )
+    ftj = get(cp, namespace, "finetunejob", "short-lived")
+    assert ftj["status"]["phase"] == "Succeeded" and ftj["status"]["adapter"]["path"] == "adapters/short-lived"
+    assert condition(ftj, "Ready")["status"] == "True"
+    assert get(cp, namespace, "job", "short-lived") is None
+    assert not cp.get("pods", "-n", namespace, "-l", "job-name=short-lived")["items"]
+
+
+def test_a_second_finetunejob_writing_to_the_same_output_fails_before_it_starts(control_plane, operator, namespace):
+    """Two jobs in one output directory would overwrite each other's adapter and checkpoints:
+    the one created later fails at once, naming the other; the first trains on."""
+    cp = control_plane
+    output = {"pvc": "tuneroute-adapters", "path": "adapters/shared"}
+    apply(cp, namespace, small_finetunejob("first", output=output))
+    wait_until(lambda: get(cp, namespace, "job", "first"), 60, "the first Job")
+    apply(cp, namespace, small_finetunejob("second", output=output))
+    ftj = wait_phase(cp, namespace, "second", "Failed")
+    assert condition(ftj, "Failed")["reason"] == "OutputInUse"
+    assert "already the output of FineTuneJob first" in ftj["status"]["message"]
+    assert get(cp, namespace, "job", "second") is None
+    warnings = [e for e in events(cp, namespace, "second") if e["type"] == "Warning" and e["reason"] == "OutputInUse"]
+    assert len(warnings) == 1

@@ -165,3 +165,36 @@ def test_deleting_the_route_deletes_router_objects(control_plane, operator, name
     wait_until(lambda: get(cp, namespace, "service", "assistant-router"), 60, "the router Service")
     cp.kubectl("-n", namespace, "delete", "mroute", "assistant")
     wait_children_gone(cp, namespace, "deployments,services,configmaps", "tuneroute.io/modelroute=assistant")
+
+
+def test_a_route_with_hundreds_of_kilobytes_of_examples_is_handled_once(control_plane, operator, namespace):
+    """All annotations of an object share 262,144 bytes. kopf kept a copy of the whole spec in
+    one (its last-handled configuration): a route with ~300 KB of example prompts (within the
+    schema) came up Ready while kopf failed forever to mark it handled. It keeps a digest now."""
+    cp = control_plane
+    route = example("20-modelroute")
+    prompt = "Summarise the following support ticket and suggest a reply. " * 60  # ~3.6 KB
+    route["spec"]["policy"]["examples"] = [
+        {"tier": t, "prompts": [f"{i} {prompt}" for i in range(28)]} for t in (1, 2, 3)
+    ]  # ~300 KB in all
+    assert len(json.dumps(route)) > 280_000
+    cp.kubectl("-n", namespace, "apply", "--server-side", "-f", "-", input=json.dumps(route))
+    _route_status(
+        cp,
+        namespace,
+        "assistant",
+        lambda s: (condition({"status": s}, "Ready") or {}).get("status") == "True",
+        "the route to be Ready",
+    )
+    route = get(cp, namespace, "modelroute", "assistant")
+    annotations = route["metadata"].get("annotations") or {}
+    assert sum(len(k) + len(v) for k, v in annotations.items()) < 4096, annotations.keys()
+    assert "tuneroute.io/last-handled-configuration" in annotations
+    time.sleep(2)  # a failing kopf would be retrying (and logging) by now
+    log = operator.log_tail(400)
+    assert "Too long" not in log and "must have at most 262144 bytes" not in log
+    # and a later edit is still seen as one
+    cp.kubectl(
+        "-n", namespace, "patch", "mroute", "assistant", "--type=merge", "-p", '{"spec":{"router":{"replicas":1}}}'
+    )
+    wait_until(lambda: get(cp, namespace, "deployment", "assistant-router")["spec"]["replicas"] == 1, 60, "the edit")

@@ -57,7 +57,8 @@ def test_cpu_only_job_asks_for_no_gpu_and_settings_pick_the_image(ftj_body):
     ftj_body["spec"]["resources"] = {"gpus": 0}
     job = _children(ftj_body, trainer_image="registry.local/trainer:dev")[-1]
     c = job["spec"]["template"]["spec"]["containers"][0]
-    assert c["resources"] == {} and c["image"] == "registry.local/trainer:dev"
+    assert c["resources"]["limits"] == {} and c["image"] == "registry.local/trainer:dev"
+    assert set(c["resources"]["requests"]) == {"ephemeral-storage"}
 
 
 def test_bad_input_exit_code_fails_the_job_without_retry_and_preemption_is_free(ftj_body):
@@ -79,3 +80,32 @@ def test_trainer_role_is_scoped_to_this_finetunejobs_status(ftj_body):
             "verbs": ["get", "patch"],
         }
     ]
+
+
+def test_the_model_download_has_a_bounded_cache_the_scheduler_knows_about(ftj_body):
+    """A hub model lands in its own emptyDir with a size limit, and the pod requests that much
+    ephemeral storage (a 60 GB model must not fill a node's disk, nor land on a node without
+    room). Claims are re-owned only when their root is not ours (fsGroupChangePolicy)."""
+    ftj_body["spec"]["resources"]["modelCache"] = "300Gi"
+    pod = _children(ftj_body)[-1]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model-cache"]["emptyDir"] == {"sizeLimit": "300Gi"}
+    assert volumes["tmp"]["emptyDir"]["sizeLimit"]
+    assert {"name": "model-cache", "mountPath": "/tmp/hf"} in c["volumeMounts"]
+    assert {"name": "HF_HOME", "value": "/tmp/hf"} in c["env"]
+    assert c["resources"]["requests"]["ephemeral-storage"] == "300Gi"
+    assert "ephemeral-storage" not in c["resources"]["limits"]  # the sizeLimits bound each volume
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+
+    ftj_body["spec"]["baseModel"] = {"pvc": "models", "path": "qwen3"}  # nothing to download
+    pod = _children(ftj_body)[-1]["spec"]["template"]["spec"]
+    assert "model-cache" not in {v["name"] for v in pod["volumes"]}
+    assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == "8Gi"
+
+
+def test_the_trainer_config_carries_the_jobs_identity(ftj_body):
+    """The trainer keys checkpoints by it: a re-created FineTuneJob (new uid) never resumes
+    the old one's state."""
+    cm = _children(ftj_body)[0]
+    assert TrainerConfig.model_validate(yaml.safe_load(cm["data"]["trainer.yaml"])).output.run_id == "uid-ftj"

@@ -100,3 +100,22 @@ def test_config_checksum_is_on_the_deployment_not_the_pod_template(route_body):
         "mountPath": "/etc/tuneroute",
         "readOnly": True,
     } in mounts  # no subPath: updates propagate
+
+
+def test_router_pods_carry_no_token_spread_over_nodes_and_drain_one_at_a_time(route_body):
+    owner = Owner.of(route_body)
+    spec = ModelRouteSpec.model_validate(route_body["spec"])
+    pod = build.deployment(owner, spec, Settings(), "hash")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False  # the router never calls the Kubernetes API
+    terms = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert {t["podAffinityTerm"]["topologyKey"] for t in terms} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
+    selector = build.deployment(owner, spec, Settings(), "hash")["spec"]["selector"]["matchLabels"]
+    assert all(t["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector for t in terms)
+    pdb = build.disruption_budget(owner)
+    assert pdb["kind"] == "PodDisruptionBudget" and pdb["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": selector},
+    }

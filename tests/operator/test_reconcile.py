@@ -17,6 +17,7 @@ from tuneroute_operator.api.finetunejob import FineTuneJobStatus
 from tuneroute_operator.settings import Settings
 from tuneroute_operator.status import conditions as cond
 from tuneroute_operator.status.modelroute import CONFIG_REFUSED
+from tuneroute_testing.control_plane import wait_until
 from tuneroute_testing.k8s import apply, condition, example, get, small_finetunejob
 from tuneroute_trainer.contract import API_VERSION, now
 
@@ -28,6 +29,9 @@ class Events(list):
 
     def __call__(self, body: dict, type_: str, reason: str, message: str) -> None:
         self.append((type_, reason, message))
+
+    def warnings(self) -> list[tuple[str, str, str]]:
+        return [e for e in self if e[0] == "Warning"]
 
 
 def _ftj(cp, kube, namespace: str, name: str = "tiny", **spec) -> dict:
@@ -93,11 +97,15 @@ def test_a_spec_the_operator_cannot_use_fails_once_with_the_field_named(control_
     events = Events()
     body = _ftj(control_plane, kube, namespace)
     body["spec"]["method"] = "dpo"  # with a chat dataset
-    with pytest.raises(reconcile.InvalidSpec, match=r"dataset\.format: method dpo needs"):
+    with pytest.raises(reconcile.InvalidSpec, match=r"spec\.dataset\.format: method dpo needs"):
         reconcile.finetunejob(kube, Settings(), body, events)
     ftj = get(control_plane, namespace, "finetunejob", "tiny")
     assert ftj["status"]["phase"] == "Failed" and condition(ftj, "Failed")["reason"] == "InvalidSpec"
-    assert "dataset.format: method dpo needs a dataset with format preference" in ftj["status"]["message"]
+    # the field as the user wrote it in the resource: spec.dataset.format, not dataset.format
+    assert (
+        "invalid spec: spec.dataset.format: method dpo needs a dataset with format preference"
+        in ftj["status"]["message"]
+    )
     assert [e[:2] for e in events] == [("Warning", "InvalidSpec")]
     assert get(control_plane, namespace, "job", "tiny") is None
 
@@ -151,3 +159,221 @@ def test_adapter_entries_index_the_routes_by_the_finetunejob_they_serve(route_bo
     assert reconcile.routes_waiting_on(entries, {"status": {"phase": "Running"}}) == []
     unseen = reconcile.adapter_entries("ml", "assistant", spec, {}).values()  # not reconciled yet
     assert reconcile.routes_waiting_on(unseen, {"status": {"phase": "Running"}}) == ["assistant"]
+
+
+# --- children the API server refuses (issue 11, item 7) -------------------------------------------
+
+
+@pytest.fixture
+def refusing_policy(control_plane, namespace):
+    """A cluster admin's ValidatingAdmissionPolicy that refuses a kind of child in this namespace
+    (as Kyverno or Gatekeeper policies do): what the operator cannot check before applying."""
+    made = []
+
+    def refuse(resource: str, group: str, message: str) -> None:
+        name = f"refuse-{resource}-{namespace}"
+        match = {
+            "resourceRules": [
+                {
+                    "apiGroups": [group],
+                    "apiVersions": ["*"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": [resource],
+                }
+            ],
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        }
+        policy = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": match,
+                "validations": [{"expression": "false", "message": message}],
+            },
+        }
+        binding = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {"policyName": name, "validationActions": ["Deny"]},
+        }
+        control_plane.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [policy, binding]})
+        )
+        made.append(name)
+        wait_until(
+            lambda: message in _dry_run_create(control_plane, namespace, resource, group), 30, "the policy to apply"
+        )
+
+    yield refuse
+    for name in made:
+        control_plane.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, check=False)
+
+
+def _dry_run_create(cp, namespace: str, resource: str, group: str) -> str:
+    """The error of a server-side dry-run create of that kind (empty once accepted)."""
+    kind = {"jobs": "job", "deployments": "deployment"}[resource]
+    out = cp.kubectl(
+        "-n", namespace, "create", kind, "probe", "--image=registry.example/x:1", "--dry-run=server", check=False
+    )
+    return out.stderr
+
+
+@cluster
+def test_a_job_the_api_server_refuses_fails_the_finetunejob_with_its_message_and_no_retry(
+    control_plane, kube, namespace, refusing_policy
+):
+    """The CRD refuses what it can at admission; what still reaches a child and is refused (here a
+    cluster policy refusing Jobs) ends in Failed with reason ApplyFailed, the API server's words
+    and one Warning, and InvalidSpec so that kopf does not retry. The children applied before the
+    Job are inert; no Job, so nothing runs."""
+    events = Events()
+    refusing_policy("jobs", "batch", "training Jobs need a cost-center label")
+    body = _ftj(control_plane, kube, namespace)
+    with pytest.raises(reconcile.InvalidSpec, match="the API server refused the Job tiny"):
+        reconcile.finetunejob(kube, Settings(), body, events)
+    ftj = get(control_plane, namespace, "finetunejob", "tiny")
+    failed = condition(ftj, "Failed")
+    assert ftj["status"]["phase"] == "Failed" and (failed["status"], failed["reason"]) == ("True", "ApplyFailed")
+    assert "training Jobs need a cost-center label" in failed["message"] == ftj["status"]["message"]
+    assert [e[:2] for e in events] == [("Warning", "ApplyFailed")]
+    assert get(control_plane, namespace, "job", "tiny") is None
+
+    # Failed is final: reconciling again (an operator restart's resume) tries nothing more.
+    reconcile.finetunejob(kube, Settings(), kube.get(API_VERSION, "FineTuneJob", namespace, "tiny"), events)
+    assert get(control_plane, namespace, "job", "tiny") is None and len(events) == 1
+
+
+@cluster
+def test_a_router_deployment_the_api_server_refuses_leaves_the_route_not_ready_and_says_why(
+    control_plane, kube, namespace, refusing_policy
+):
+    cp, events = control_plane, Events()
+    refusing_policy("deployments", "apps", "Deployments here need an approved router")
+    apply(cp, namespace, example("20-modelroute"))
+    with pytest.raises(reconcile.InvalidSpec, match="the API server refused the Deployment assistant-router"):
+        reconcile.modelroute(kube, Settings(), namespace, "assistant", events)
+    route = get(cp, namespace, "modelroute", "assistant")
+    ready, degraded = condition(route, "Ready"), condition(route, "Degraded")
+    assert (ready["status"], ready["reason"]) == ("False", "ApplyFailed")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ApplyFailed")
+    assert "Deployments here need an approved router" in ready["message"]
+    assert [e[:2] for e in events] == [("Warning", "ApplyFailed")]
+    # The Deployment goes last: nothing runs with a half-written route.
+    assert get(cp, namespace, "deployment", "assistant-router") is None
+
+    cp.kubectl("delete", "validatingadmissionpolicybinding", f"refuse-deployments-{namespace}")
+    wait_until(
+        lambda: "approved router" not in _dry_run_create(cp, namespace, "deployments", "apps"), 30, "the policy to go"
+    )
+    reconcile.modelroute(kube, Settings(), namespace, "assistant", events)  # an admission change: it converges
+    assert get(cp, namespace, "deployment", "assistant-router") is not None
+    assert condition(get(cp, namespace, "modelroute", "assistant"), "Ready")["reason"] != "ApplyFailed"
+
+
+@cluster
+def test_an_existing_job_from_an_older_operator_is_suspended_without_touching_its_template(
+    control_plane, kube, namespace
+):
+    """A Job's pod template is immutable. The operator's template changes between versions (here
+    the trainer image setting): re-applying the whole Job on resume or on a suspend edit would be
+    refused, so an existing Job gets only what may change."""
+    cp, events = control_plane, Events()
+    reconcile.finetunejob(
+        kube, Settings(trainer_image="registry.example/trainer:old"), _ftj(cp, kube, namespace), events
+    )
+    cp.kubectl("-n", namespace, "patch", "ftj", "tiny", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    body = kube.get(API_VERSION, "FineTuneJob", namespace, "tiny")
+    reconcile.finetunejob(kube, Settings(trainer_image="registry.example/trainer:new"), body, events)
+    job = get(cp, namespace, "job", "tiny")
+    assert job["spec"]["suspend"] is True
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/trainer:old"
+    assert get(cp, namespace, "finetunejob", "tiny")["status"]["phase"] in ("Pending", "Suspended")
+    assert not events.warnings()
+
+
+@cluster
+def test_a_job_forbidden_by_a_quota_waits_says_why_and_is_retried(control_plane, kube, namespace):
+    cp, events = control_plane, Events()
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-jobs"}}
+    quota["spec"] = {"hard": {"count/jobs.batch": "0"}}
+    apply(cp, namespace, quota)
+    body = _ftj(cp, kube, namespace)
+    with pytest.raises(reconcile.ApplyForbidden, match="exceeded quota"):
+        reconcile.finetunejob(kube, Settings(), body, events)
+    ftj = get(cp, namespace, "finetunejob", "tiny")
+    assert ftj["status"]["phase"] == "Pending" and condition(ftj, "Ready")["reason"] == "ApplyForbidden"
+    assert condition(ftj, "Failed")["status"] == "False"
+    assert [e[:2] for e in events] == [("Warning", "ApplyForbidden")]
+
+    cp.kubectl("-n", namespace, "delete", "resourcequota", "no-jobs")
+    reconcile.finetunejob(kube, Settings(), kube.get(API_VERSION, "FineTuneJob", namespace, "tiny"), events)
+    assert get(cp, namespace, "job", "tiny") is not None
+
+
+# --- finished stays finished (issue 11, item 12) -------------------------------------------------
+
+
+@cluster
+def test_a_finished_finetunejob_whose_job_is_gone_stays_finished_and_gets_no_new_job(control_plane, kube, namespace):
+    """ttlSecondsAfterFinished deletes the Job of a finished FineTuneJob: its status must not step
+    back to Pending (a route would drop the adapter), and no reconcile (an operator restart's
+    resume, a suspend edit) may create a GPU Job again."""
+    cp, events = control_plane, Events()
+    body = _ftj(cp, kube, namespace, ttlSecondsAfterFinished=0)
+    reconcile.finetunejob(kube, Settings(), body, events)
+    done = {
+        "status": {
+            "phase": "Succeeded",
+            "conditions": [],
+            "adapter": {
+                "name": "tiny",
+                "pvc": "tuneroute-adapters",
+                "path": "adapters/tiny",
+                "uri": "pvc://tuneroute-adapters/adapters/tiny",
+            },
+        }
+    }
+    cp.kubectl("-n", namespace, "patch", "ftj", "tiny", "--subresource=status", "--type=merge", "-p", json.dumps(done))
+    cp.kubectl("-n", namespace, "delete", "job", "tiny", "--cascade=background")  # what the TTL controller does
+
+    reconcile.finetunejob_status(kube, namespace, "tiny", events)  # the Job's DELETED event
+    assert get(cp, namespace, "finetunejob", "tiny")["status"]["phase"] == "Succeeded"
+    reconcile.finetunejob(kube, Settings(), kube.get(API_VERSION, "FineTuneJob", namespace, "tiny"), events)  # resume
+    cp.kubectl("-n", namespace, "patch", "ftj", "tiny", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    reconcile.finetunejob(kube, Settings(), kube.get(API_VERSION, "FineTuneJob", namespace, "tiny"), events)
+    ftj = get(cp, namespace, "finetunejob", "tiny")
+    assert ftj["status"]["phase"] == "Succeeded" and ftj["status"]["adapter"]["path"] == "adapters/tiny"
+    assert ftj["status"]["observedGeneration"] == 2
+    assert get(cp, namespace, "job", "tiny") is None
+
+
+# --- two jobs, one output directory (issue 11, item 13) -------------------------------------------
+
+
+def test_the_oldest_finetunejob_keeps_a_shared_output_directory():
+    spec = {"output": {"pvc": "adapters", "path": "shared/./x/"}}
+    assert reconcile.output_key("ml", "a", spec) == ("ml", "adapters", "shared/x")
+    assert reconcile.output_key("ml", "b", {"output": {"pvc": "adapters"}}) == ("ml", "adapters", "adapters/b")
+    users = [reconcile.OutputUser("2026-01-02T00:00:00Z", "new"), reconcile.OutputUser("2026-01-01T00:00:00Z", "old")]
+    assert reconcile.output_owner(users).name == "old" and reconcile.output_owner([]) is None
+
+
+@cluster
+def test_a_finetunejob_writing_where_another_writes_fails_before_it_starts(control_plane, kube, namespace):
+    cp, events = control_plane, Events()
+    old = _ftj(cp, kube, namespace, "old", output={"pvc": "tuneroute-adapters", "path": "adapters/shared"})
+    new = _ftj(cp, kube, namespace, "new", output={"pvc": "tuneroute-adapters", "path": "adapters/shared"})
+    users = [
+        reconcile.OutputUser(b["metadata"]["creationTimestamp"] + ("" if b is old else "~"), b["metadata"]["name"])
+        for b in (old, new)
+    ]
+    reconcile.finetunejob(kube, Settings(), old, events, users)
+    with pytest.raises(reconcile.InvalidSpec, match="already the output of FineTuneJob old"):
+        reconcile.finetunejob(kube, Settings(), new, events, users)
+    ftj = get(cp, namespace, "finetunejob", "new")
+    assert ftj["status"]["phase"] == "Failed" and condition(ftj, "Failed")["reason"] == "OutputInUse"
+    assert "spec.output: claim tuneroute-adapters, path adapters/shared" in ftj["status"]["message"]
+    assert get(cp, namespace, "job", "new") is None and get(cp, namespace, "job", "old") is not None

@@ -39,6 +39,13 @@ class Owner:
         }
 
 
+@dataclass(frozen=True)
+class MergePatch:
+    """A change to an existing child, written as a JSON merge patch of these fields only."""
+
+    obj: dict[str, Any]
+
+
 def labels(owner: Owner, component: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": f"tuneroute-{component}",
@@ -71,10 +78,14 @@ RESTRICTED_CONTAINER = {
     "capabilities": {"drop": ["ALL"]},
 }
 # 10001: the user the trainer and router images are built with.
+# fsGroupChangePolicy OnRootMismatch: the kubelet re-owns a volume only when its root is not
+# already ours, instead of walking every file of a multi-terabyte model or adapter claim on
+# each pod start.
 RESTRICTED_POD = {
     "runAsNonRoot": True,
     "runAsUser": 10001,
     "runAsGroup": 10001,
     "fsGroup": 10001,
+    "fsGroupChangePolicy": "OnRootMismatch",
     "seccompProfile": {"type": "RuntimeDefault"},
 }

@@ -12,11 +12,24 @@ from tuneroute_trainer.config import AdapterOutput, DatasetSource, ModelSource, 
 from .. import GROUP
 from ..api.finetunejob import FineTuneJobSpec
 from ..settings import Settings
-from .common import CONFIG_HASH, RESTRICTED_CONTAINER, RESTRICTED_POD, Owner, content_hash, labels, metadata
+from .common import (
+    CONFIG_HASH,
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
+    MergePatch,
+    Owner,
+    content_hash,
+    labels,
+    metadata,
+)
 
 CONFIG_DIR = "/etc/tuneroute"
 CONFIG_FILE = "trainer.yaml"
 PVC_ROOT = "/mnt/pvc"
+# The hub download cache (HF_HOME): its own emptyDir over /tmp/hf, sized by spec.resources.modelCache.
+MODEL_CACHE = "/tmp/hf"
+# Scratch space besides the model cache (/tmp: tokenizer and dataset caches, torch's compile cache).
+TMP_SIZE = "8Gi"
 # Exit code the trainer uses for invalid input: retrying cannot help, so the Job fails at once.
 EXIT_INVALID_INPUT = 2
 
@@ -25,8 +38,12 @@ def trainer_name(owner: Owner) -> str:
     return f"{owner.name}-trainer"
 
 
+def default_output_path(name: str) -> str:
+    return f"adapters/{name}"
+
+
 def output_path(owner: Owner, spec: FineTuneJobSpec) -> str:
-    return spec.output.path or f"adapters/{owner.name}"
+    return spec.output.path or default_output_path(owner.name)
 
 
 def adapter_name(owner: Owner, spec: FineTuneJobSpec) -> str:
@@ -52,7 +69,9 @@ def trainer_config(owner: Owner, spec: FineTuneJobSpec) -> TrainerConfig:
         training=spec.training,
         checkpoint=spec.checkpoint,
         output=AdapterOutput(
-            dir=_on_pvc(spec.output.pvc, output_path(owner, spec)), adapter_name=adapter_name(owner, spec)
+            dir=_on_pvc(spec.output.pvc, output_path(owner, spec)),
+            adapter_name=adapter_name(owner, spec),
+            run_id=owner.uid,
         ),
         report=ReportSpec(namespace=owner.namespace, name=owner.name),
     )
@@ -103,7 +122,7 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec) -> tuple[list[dict], list[dict
             claims.setdefault(src.pvc, True)
     volumes = [
         {"name": "config", "configMap": {"name": trainer_name(owner)}},
-        {"name": "tmp", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shared_memory}},
     ]
     mounts = [
@@ -111,6 +130,9 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec) -> tuple[list[dict], list[dict
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
+    if spec.base_model.id:  # downloaded from the hub: a bounded cache (a model from a claim needs none)
+        volumes.append({"name": "model-cache", "emptyDir": {"sizeLimit": spec.resources.model_cache}})
+        mounts.append({"name": "model-cache", "mountPath": MODEL_CACHE})
     for i, (claim, read_only) in enumerate(claims.items()):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}})
         mounts.append({"name": f"pvc-{i}", "mountPath": posixpath.join(PVC_ROOT, claim), "readOnly": read_only})
@@ -126,13 +148,17 @@ def _resources(spec: FineTuneJobSpec) -> dict[str, Any]:
         amounts["cpu"] = r.cpu
     if r.memory:
         amounts["memory"] = r.memory
-    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+    out: dict[str, Any] = {"requests": dict(amounts), "limits": dict(amounts)}
+    # Requested, not limited: the scheduler puts the pod on a node with room for the model, and
+    # each emptyDir's sizeLimit bounds what it may fill.
+    out["requests"]["ephemeral-storage"] = r.model_cache if spec.base_model.id else TMP_SIZE
+    return out
 
 
 def _env(spec: FineTuneJobSpec) -> tuple[list[dict], list[dict]]:
     env: list[dict[str, Any]] = [
         {"name": "HOME", "value": "/tmp"},
-        {"name": "HF_HOME", "value": "/tmp/hf"},
+        {"name": "HF_HOME", "value": MODEL_CACHE},
         {"name": "TUNEROUTE_TERMINATION_LOG", "value": "/dev/termination-log"},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
@@ -200,6 +226,19 @@ def job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, config_hash: st
         "metadata": metadata(owner, owner.name, "trainer", {CONFIG_HASH: config_hash}),
         "spec": job_spec,
     }
+
+
+def job_update(owner: Owner, spec: FineTuneJobSpec) -> MergePatch:
+    """What may change in an existing Job: suspend. Its pod template is immutable, and may come
+    from an older operator whose template differs: re-applying the whole Job would be refused."""
+    return MergePatch(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": owner.name, "namespace": owner.namespace},
+            "spec": {"suspend": spec.suspend},
+        }
+    )
 
 
 def children(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> list[dict[str, Any]]:

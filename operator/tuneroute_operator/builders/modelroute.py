@@ -113,9 +113,13 @@ def configmap(owner: Owner, config: RouterConfig) -> dict[str, Any]:
     }
 
 
+def _selector(owner: Owner) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "tuneroute-router", "app.kubernetes.io/instance": owner.name}
+
+
 def deployment(owner: Owner, spec: ModelRouteSpec, settings: Settings, config_hash: str) -> dict[str, Any]:
     name = router_name(owner)
-    selector = {"app.kubernetes.io/name": "tuneroute-router", "app.kubernetes.io/instance": owner.name}
+    selector = _selector(owner)
     volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": name}}, {"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [
         # A directory mount, not subPath: the kubelet swaps the file in place and the router hot-reloads it.
@@ -150,9 +154,48 @@ def deployment(owner: Owner, spec: ModelRouteSpec, settings: Settings, config_ha
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": labels(owner, "router")},
-                "spec": {"securityContext": RESTRICTED_POD, "containers": [container], "volumes": volumes},
+                "spec": {
+                    # The router never calls the Kubernetes API: no token in its pods to steal.
+                    "automountServiceAccountToken": False,
+                    "securityContext": RESTRICTED_POD,
+                    # Replicas on different nodes (and zones) where the cluster allows: one node
+                    # going down must not take the route with it.
+                    "affinity": {
+                        "podAntiAffinity": {
+                            "preferredDuringSchedulingIgnoredDuringExecution": [
+                                {
+                                    "weight": 100,
+                                    "podAffinityTerm": {
+                                        "labelSelector": {"matchLabels": selector},
+                                        "topologyKey": "kubernetes.io/hostname",
+                                    },
+                                },
+                                {
+                                    "weight": 50,
+                                    "podAffinityTerm": {
+                                        "labelSelector": {"matchLabels": selector},
+                                        "topologyKey": "topology.kubernetes.io/zone",
+                                    },
+                                },
+                            ]
+                        }
+                    },
+                    "containers": [container],
+                    "volumes": volumes,
+                },
             },
         },
+    }
+
+
+def disruption_budget(owner: Owner) -> dict[str, Any]:
+    """Node drains take the router's pods down one at a time (with one replica, the drain is
+    not blocked: maxUnavailable, not minAvailable)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(owner, router_name(owner), "router"),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _selector(owner)}},
     }
 
 
@@ -162,7 +205,7 @@ def service(owner: Owner) -> dict[str, Any]:
         "kind": "Service",
         "metadata": metadata(owner, router_name(owner), "router"),
         "spec": {
-            "selector": {"app.kubernetes.io/name": "tuneroute-router", "app.kubernetes.io/instance": owner.name},
+            "selector": _selector(owner),
             "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
         },
     }

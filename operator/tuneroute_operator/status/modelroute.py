@@ -8,6 +8,7 @@ from ..api.modelroute import BackendStatus
 from ..builders.modelroute import Resolved
 from .conditions import Cond
 
+TYPES = ("Ready", "Degraded")
 # The route's policy does not fit the ready entries (see builders.modelroute.router_config).
 CONFIG_REFUSED = "RouterConfigRefused"
 

@@ -96,3 +96,23 @@ def test_failed_publish_leaves_no_manifest(tmp_path):
         train.publish(HalfWriter(), HalfWriter(), out, {"done": True})
     assert not (out / "tuneroute-manifest.json").exists()
     assert not (out / "adapter_model.safetensors").exists()  # the partial file stayed in staging
+
+
+def test_a_run_for_a_finetunejob_names_the_field_the_user_wrote(model_dir, tmp_path, capsys, termination_log):
+    """The termination message becomes the FineTuneJob's status: it names spec.dataset.path (what
+    the user wrote), not the trainer config's dataset.path."""
+    cfg = trainer_config(model_dir, tmp_path / "out", training={"maxSteps": 1})
+    cfg["dataset"] = {"path": "/mnt/pvc/data/train.jsonl", "format": "chat"}
+    cfg["report"] = {"namespace": "ml", "name": "qwen3-support"}
+    assert main(["--config", str(write_config(tmp_path / "c.json", cfg))]) == 2
+    assert termination_log.read_text().startswith("spec.dataset.path: file /mnt/pvc/data/train.jsonl not found")
+
+
+def test_every_trainer_config_section_maps_to_a_finetunejob_field():
+    from tuneroute_trainer.config import TrainerConfig, spec_field
+
+    for name, field in TrainerConfig.model_fields.items():
+        key = field.alias or name
+        assert key == "report" or spec_field(key).startswith("spec."), key
+    assert spec_field("model.revision") == "spec.baseModel.revision"
+    assert spec_field("lora.targetModules") == "spec.lora.targetModules"

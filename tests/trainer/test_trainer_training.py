@@ -12,7 +12,9 @@ import torch
 
 from tuneroute_testing.trainer_fixtures import save_tiny_model, trainer_config, write_config
 from tuneroute_trainer.cli import main
+from tuneroute_trainer.config import TrainerConfig
 from tuneroute_trainer.moe_lora import enable_fused_moe_lora
+from tuneroute_trainer.train import checkpoint_dir
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,10 @@ def _run(tmp_path, capsys, cfg) -> tuple[int, list[dict]]:
 
 def _manifest(out: Path) -> dict:
     return json.loads((out / "tuneroute-manifest.json").read_text())
+
+
+def _checkpoints(cfg: dict) -> Path:
+    return checkpoint_dir(TrainerConfig.model_validate(cfg))
 
 
 @pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral", "olmoe", "gpt_oss"])
@@ -131,7 +137,7 @@ def test_resume_continues_from_the_latest_checkpoint(models, tmp_path, capsys):
     out = tmp_path / "out"
     cfg = trainer_config(models["qwen3_moe"], out, training={"maxSteps": 4}, checkpoint={"everySteps": 2})
     rc, _ = _run(tmp_path, capsys, cfg)
-    assert rc == 0 and (out / "checkpoints" / "checkpoint-4").is_dir()
+    assert rc == 0 and (_checkpoints(cfg) / "checkpoint-4").is_dir()
     # the pod restarts with a longer schedule: training resumes at step 5, not 1
     rc, progress = _run(tmp_path, capsys, {**cfg, "training": {**cfg["training"], "maxSteps": 6}})
     assert rc == 0
@@ -172,7 +178,7 @@ def test_sigterm_saves_a_checkpoint_and_the_next_run_resumes(models, tmp_path, c
     finally:
         proc.kill()
     assert rc == 143
-    ckpts = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    ckpts = sorted(_checkpoints(cfg).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     assert ckpts, "no checkpoint saved on SIGTERM"
     saved = int(ckpts[-1].name.split("-")[1])
     assert saved >= 3
@@ -182,3 +188,22 @@ def test_sigterm_saves_a_checkpoint_and_the_next_run_resumes(models, tmp_path, c
     rc, progress = _run(tmp_path, capsys, {**cfg, "training": {**cfg["training"], "maxSteps": saved + 2}})
     assert rc == 0 and progress[0]["step"] == saved + 1
     assert _manifest(out)["metrics"]["steps"] == saved + 2
+
+
+def test_a_recreated_job_neither_resumes_nor_reuses_the_old_runs_work(models, tmp_path, capsys):
+    """A FineTuneJob deleted and re-created under the same name writes to the same output
+    directory with a new run id (its uid): it must train afresh, not resume the old LoRA and
+    optimizer state (the data behind the same path may have changed), nor call the old adapter
+    done. The old run's checkpoints are left alone."""
+    out = tmp_path / "out"
+    old = trainer_config(models["qwen3_moe"], out, training={"maxSteps": 4}, checkpoint={"everySteps": 2})
+    old["output"]["runId"] = "uid-old"
+    assert _run(tmp_path, capsys, old)[0] == 0
+    assert (_checkpoints(old) / "checkpoint-4").is_dir()
+
+    new = {**old, "output": {**old["output"], "runId": "uid-new"}}
+    rc, progress = _run(tmp_path, capsys, new)
+    assert rc == 0 and progress and progress[0]["step"] == 1 and progress[-1]["step"] == 4
+    manifest = _manifest(out)
+    assert manifest["runId"] == "uid-new" and manifest["resumedFrom"] is None
+    assert (_checkpoints(old) / "checkpoint-4").is_dir() and _checkpoints(new) != _checkpoints(old)

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from .config import load_config
+    from .config import load_config, spec_field
 
     try:
         cfg = load_config(args.config)
@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
         manifest = run(cfg)
     except InputError as e:
-        return _terminate(str(e), 2)
+        # Run for a FineTuneJob (it reports there): name the field as the user wrote it.
+        field = spec_field(e.field) if cfg.report else e.field
+        return _terminate(f"{field}: {e.message}", 2)
     except Preempted as e:
         return _terminate(str(e), 143)
     except Exception as e:

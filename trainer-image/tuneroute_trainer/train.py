@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -109,11 +110,29 @@ def _trainer_args(cfg: TrainerConfig, ckpt_dir: Path):
     return SFTConfig(**common, packing=False)
 
 
+def checkpoint_dir(cfg: TrainerConfig) -> Path:
+    """Where this run's checkpoints go: keyed by the run's identity (the FineTuneJob's uid) and by
+    what the weights are (model, data, method, LoRA shape). A FineTuneJob deleted and re-created
+    under the same name, or one with another model or data in the same output directory, never
+    resumes another run's LoRA and optimizer state; it ignores them. A retried pod of the same
+    run resumes (a longer schedule, too: the training section is not part of the key)."""
+    what = {
+        "runId": cfg.output.run_id,
+        "model": cfg.model.model_dump(by_alias=True),
+        "dataset": cfg.dataset.model_dump(by_alias=True),
+        "method": cfg.method,
+        "lora": cfg.lora.model_dump(by_alias=True),
+    }
+    key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cfg.output.dir) / CHECKPOINTS / key
+
+
 def already_done(cfg: TrainerConfig, out: Path) -> dict | None:
-    """The manifest of a finished run of this same config, if there is one.
+    """The manifest of a finished run of this same config and run, if there is one.
 
     A pod retried after it published (killed before it could exit, say) must not train
-    again: resuming from the final checkpoint would run past maxSteps.
+    again: resuming from the final checkpoint would run past maxSteps. Another run (a
+    re-created FineTuneJob) trains afresh even with the same config: its data may differ.
     """
     try:
         manifest = json.loads((out / MANIFEST).read_text())
@@ -121,7 +140,8 @@ def already_done(cfg: TrainerConfig, out: Path) -> dict | None:
         return None
     lora = {k: v for k, v in (manifest.get("lora") or {}).items() if k != "expertsImplementation"}
     same = (
-        manifest.get("baseModel") == {"id": cfg.model.id, "path": cfg.model.path, "revision": cfg.model.revision}
+        manifest.get("runId") == cfg.output.run_id
+        and manifest.get("baseModel") == {"id": cfg.model.id, "path": cfg.model.path, "revision": cfg.model.revision}
         and manifest.get("dataset") == cfg.dataset.model_dump(by_alias=True)
         and manifest.get("method") == cfg.method
         and lora == cfg.lora.model_dump(by_alias=True)
@@ -141,7 +161,7 @@ def run(cfg: TrainerConfig) -> dict:
     if (done := already_done(cfg, out)) is not None:
         return done
     prepare_output(out)
-    ckpt_dir = out / CHECKPOINTS
+    ckpt_dir = checkpoint_dir(cfg)
     model_config = load_model_config(cfg.model)
     dataset = load_rows(cfg.dataset, token=hf_token())
     tokenizer = load_tokenizer(cfg.model)
@@ -192,6 +212,7 @@ def _manifest(cfg, kernel, resume, state, result, losses, elapsed, dev) -> dict:
 
     return {
         "adapterName": cfg.output.adapter_name,
+        "runId": cfg.output.run_id,
         "baseModel": {"id": cfg.model.id, "path": cfg.model.path, "revision": cfg.model.revision},
         "dataset": cfg.dataset.model_dump(by_alias=True),
         "method": cfg.method,

@@ -65,8 +65,8 @@ def test_every_field_has_a_description():
         ),
         ({"pool": POOL, "policy": {"mode": "cheap"}}, "policy.mode"),
         ({"pool": POOL, "virtualModel": "small"}, "virtualModel: the routed model name must differ"),
-        ({"pool": [{**POOL[0], "tier": 11}]}, "pool.0.tier"),
-        ({"pool": [{**POOL[0], "url": "small:8000"}]}, "pool.0.url"),
+        ({"pool": [{**POOL[0], "tier": 11}]}, "pool[0].tier"),
+        ({"pool": [{**POOL[0], "url": "small:8000"}]}, "pool[0].url"),
         ({"pool": POOL, "unknownKey": 1}, "unknownKey"),
     ],
 )
@@ -81,7 +81,7 @@ def test_load_config_reports_file_and_field(tmp_path):
     p.write_text("pool:\n  - name: a\n    url: http://a/v1\n    tier: 1\n")
     with pytest.raises(ConfigError) as e:
         load_config(p)
-    assert str(p) in str(e.value) and "pool.0.contextWindow" in str(e.value)
+    assert str(p) in str(e.value) and "pool[0].contextWindow" in str(e.value)
     p.write_text("pool: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(p)

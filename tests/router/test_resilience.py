@@ -137,7 +137,7 @@ def test_bad_reload_keeps_the_old_config_and_a_good_one_applies(tmp_path, pair):
         wait_for(
             lambda: router.metric("tuneroute_config_reloads_total", result="refused") == 2, what="second refused reload"
         )
-        assert "pool.0.tier" in router.log_path.read_text()
+        assert "pool[0].tier" in router.log_path.read_text()
         assert ask(router)[0].model == "small"  # still serving with the old config
         assert httpx.get(router.base + "/readyz").status_code == 200
 
@@ -178,7 +178,7 @@ def test_invalid_config_at_start_exits_with_the_field_named(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "tuneroute_router", "--config", str(p)], capture_output=True, text=True, timeout=60
     )
-    assert r.returncode == 2 and "pool.0.tier" in r.stderr
+    assert r.returncode == 2 and "pool[0].tier" in r.stderr
 
 
 def test_streaming_request_falls_back_before_the_first_byte(tmp_path, pair):

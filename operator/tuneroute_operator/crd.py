@@ -229,6 +229,17 @@ def finetunejob_crd() -> dict:
         {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
         {"name": "ETA(s)", "type": "integer", "jsonPath": ".status.progress.etaSeconds", "priority": 1},
         {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "priority": 1},
+        # grpo (wide): what RL practitioners watch besides the loss
+        {"name": "Reward", "type": "number", "jsonPath": ".status.progress.reward", "priority": 1},
+        {"name": "Rewards", "type": "string", "jsonPath": ".status.progress.rewards", "priority": 1},
+        {"name": "KL", "type": "number", "jsonPath": ".status.progress.kl", "priority": 1},
+        {"name": "CompLen", "type": "number", "jsonPath": ".status.progress.completionLength", "priority": 1},
+        {
+            "name": "RolloutTok/s",
+            "type": "number",
+            "jsonPath": ".status.progress.rolloutTokensPerSecond",
+            "priority": 1,
+        },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     return _crd("FineTuneJob", "finetunejobs", "ftj", spec, openapi_schema(FineTuneJobStatus), columns, name_max=52)

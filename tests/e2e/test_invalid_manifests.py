@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from tuneroute_testing.manifests import CASES, FTJ, both, manifest, setp
+from tuneroute_testing.manifests import CASES, FTJ, both, grpo, manifest, setp
 
 pytestmark = pytest.mark.cluster
 MODES = {"apply": (), "server-side": ("--server-side",)}
@@ -48,9 +48,9 @@ def kubectl_apply(cp, namespace: str, obj: dict, mode: str, *extra: str):
 
 def test_valid_examples_are_accepted(control_plane, release, namespace):
     """Without this the refusals below could be refusing everything."""
-    for kind in ("ftj", "mroute"):
+    for kind, mutate in (("ftj", None), ("ftj", grpo()), ("mroute", None)):
         for mode in MODES:
-            out = kubectl_apply(control_plane, namespace, manifest(kind), mode, "--dry-run=server")
+            out = kubectl_apply(control_plane, namespace, manifest(kind, mutate), mode, "--dry-run=server")
             assert out.returncode == 0, f"{kind} via {mode}: {out.stderr}"
             assert "(server dry run)" in out.stdout
 

@@ -77,3 +77,74 @@ def test_trainer_progress_lands_in_status_and_kubectl_get_columns(
     cells = dict(zip(header.split(), row.split()))
     assert cells["STEP"] == "12" and cells["PROGRESS"] == "100"
     assert (tmp_path / "out" / "adapter_config.json").exists()
+
+
+def test_grpo_progress_lands_in_status_and_the_wide_columns(control_plane, operator, namespace, storage, tmp_path):
+    """method grpo: the reward (total and per function), KL, completion length and rollout speed reach status and
+    `kubectl get ftj -o wide` (the schema keeps them: an unknown status field would be pruned)."""
+    import json
+
+    from tuneroute_testing.tiny_models import tiny_model
+    from tuneroute_testing.trainer_fixtures import char_tokenizer
+
+    cp = control_plane
+    storage()
+    rewards = [{"name": "format", "regex": {"pattern": "%"}}, {"name": "short", "lengthPenalty": {"targetTokens": 4}}]
+    grpo = {"generations": 4, "maxCompletionLength": 6, "rewards": rewards}
+    apply(
+        cp,
+        namespace,
+        small_finetunejob(
+            "tiny-grpo",
+            method="grpo",
+            dataset={"id": "org/prompts", "format": "completion"},
+            grpo=grpo,
+            training={"maxSteps": 3, "learningRate": 0.005, "batchSize": 2, "precision": "fp32"},
+        ),
+    )
+    wait_phase(cp, namespace, "tiny-grpo", "Running")
+    config = yaml.safe_load(get(cp, namespace, "configmap", "tiny-grpo-trainer")["data"]["trainer.yaml"])
+    assert config["grpo"]["rewards"] == [
+        {"name": "format", "weight": 1.0, "regex": {"pattern": "%", "fullMatch": False}},
+        {"name": "short", "weight": 1.0, "lengthPenalty": {"targetTokens": 4}},
+    ]
+    model = tiny_model("qwen3_moe")
+    model.save_pretrained(tmp_path / "model")
+    char_tokenizer().save_pretrained(tmp_path / "model")
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": f"say {i}:"}) + "\n" for i in range(8)))
+    config["model"] = {"path": str(tmp_path / "model")}
+    config["dataset"] = {"path": str(tmp_path / "prompts.jsonl"), "format": "completion"}
+    config["output"]["dir"] = str(tmp_path / "out")
+    config["lora"]["targetModules"] = ["q_proj", "v_proj"]
+    config["report"]["intervalSeconds"] = 0.5
+    (tmp_path / "trainer.yaml").write_text(yaml.safe_dump(config))
+
+    kubeconfig = service_account_kubeconfig(cp, namespace, "tiny-grpo-trainer", tmp_path / "kubeconfig")
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "TUNEROUTE_TERMINATION_LOG": str(tmp_path / "termination-log")}
+    run = subprocess.run(
+        [sys.executable, "-m", "tuneroute_trainer", "--config", str(tmp_path / "trainer.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    ftj = wait_until(
+        lambda: (
+            (f := get(cp, namespace, "finetunejob", "tiny-grpo"))["status"].get("progress", {}).get("step") == 3 and f
+        ),
+        30,
+        "the final progress report",
+    )
+    progress = ftj["status"]["progress"]
+    assert set(progress["rewards"]) == {"format", "short"}
+    assert -1 <= progress["rewards"]["short"] <= 0 and 0 <= progress["rewards"]["format"] <= 1
+    assert progress["reward"] == pytest.approx(sum(progress["rewards"].values()), abs=1e-3)
+    assert progress["kl"] >= 0 and 1 <= progress["completionLength"] <= 6 and progress["rolloutTokensPerSecond"] > 0
+    header, row = cp.kubectl("-n", namespace, "get", "ftj", "tiny-grpo", "-o", "wide").stdout.splitlines()[:2]
+    cells = dict(zip(header.split(), row.split()))
+    assert cells["METHOD"] == "grpo" and cells["STEP"] == "3"
+    assert float(cells["REWARD"]) == pytest.approx(progress["reward"])
+    assert float(cells["COMPLEN"]) == pytest.approx(progress["completionLength"])
+    assert float(cells["ROLLOUTTOK/S"]) > 0 and "format" in cells["REWARDS"]

@@ -27,7 +27,7 @@ from tuneroute_operator.api.modelroute import ModelRouteSpec
 from tuneroute_operator.builders import finetunejob as ftj_build
 from tuneroute_operator.builders import modelroute as route_build
 from tuneroute_operator.builders.common import Owner
-from tuneroute_testing.manifests import CASES, both, delp, manifest, setp
+from tuneroute_testing.manifests import CASES, both, delp, grpo, manifest, setp
 from tuneroute_trainer.contract import RuleViolation, describe
 
 # --- the API server's side: CEL over the generated CRD ---------------------------------------
@@ -184,6 +184,27 @@ VALID = {
             delp("spec.dataset.id"),
             setp("spec.dataset.pvc", "data"),
             setp("spec.dataset.path", "train.jsonl"),
+        ),
+    ),
+    "ftj-grpo": ("ftj", grpo()),
+    "ftj-grpo-sync-with-beta": ("ftj", grpo(beta=0.04, **{"async": False})),
+    "ftj-grpo-length-target-just-below": (
+        "ftj",
+        grpo(maxCompletionLength=64, rewards=[{"name": "short", "lengthPenalty": {"targetTokens": 63}}]),
+    ),
+    "ftj-grpo-vllm-and-every-reward-kind": (
+        "ftj",
+        grpo(
+            rollouts={"engine": "vllm", "vllm": {"image": "vllm/vllm-openai:v0.32.0"}},
+            rewards=[
+                {"name": "exact", "exactMatch": {}},
+                {"name": "number", "numericMatch": {"tolerance": 0.01}},
+                {"name": "format", "weight": 0.2, "regex": {"pattern": r"\\boxed\{.+\}"}},
+                {"name": "json", "jsonSchema": {"schema": {"type": "object", "required": ["a"]}}},
+                {"name": "short", "weight": -0.5, "lengthPenalty": {"targetTokens": 100}},
+                {"name": "mine", "python": {"configMap": "my-rewards", "key": "r.py"}},
+                {"name": "judge", "http": {"url": "http://judge.ml.svc:8080/score"}},
+            ],
         ),
     ),
     "ftj-zero-quantity": ("ftj", setp("spec.resources.memory", "0")),

@@ -7,8 +7,9 @@ Must not import torch or transformers (the operator imports it)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -16,17 +17,26 @@ from .contract import ApiModel, Matches, Pattern, Rule, cel, check, rules
 
 __all__ = [
     "METHOD_RULES",
+    "NEEDS_REFERENCE",
+    "REWARD_KINDS",
     "AdapterOutput",
     "CheckpointSpec",
     "DatasetFormat",
     "DatasetSource",
     "FusedKernel",
+    "GrpoSettings",
+    "GrpoSpec",
+    "HttpReward",
     "Kernel",
     "LoraSpec",
     "Method",
     "ModelSource",
     "Progress",
+    "PythonReward",
     "ReportSpec",
+    "RewardKinds",
+    "RewardSpec",
+    "RolloutSpec",
     "TrainerConfig",
     "TrainerStatus",
     "TrainingSpec",
@@ -38,7 +48,7 @@ __all__ = [
 # The MoE-LoRA kernels: the one list of their names (moe_lora.experts binds each fused one to its code).
 FusedKernel = Literal["triton", "grouped", "loop"]
 Kernel = Literal["auto", FusedKernel, "peft"]
-Method = Literal["sft", "dpo"]
+Method = Literal["sft", "dpo", "grpo"]
 DatasetFormat = Literal["chat", "instruction", "completion", "preference"]
 
 DROPOUT_WITHOUT_EXPERTS = Rule(
@@ -53,17 +63,23 @@ DPO_NEEDS_PREFERENCE = Rule(
     "dataset.format",
 )
 PREFERENCE_NEEDS_DPO = Rule(
-    "self.method != 'sft' || self.dataset.format != 'preference'",
+    "self.dataset.format != 'preference' || self.method == 'dpo'",
     "a preference dataset needs method dpo",
     "dataset.format",
 )
-METHOD_RULES = (DPO_NEEDS_PREFERENCE, PREFERENCE_NEEDS_DPO)
+GRPO_NEEDS_SECTION = Rule(
+    "(self.method == 'grpo') == has(self.grpo)",
+    "method grpo needs the grpo section (rewards, generations, ...), and only method grpo takes one",
+    "grpo",
+)
+METHOD_RULES = (DPO_NEEDS_PREFERENCE, PREFERENCE_NEEDS_DPO, GRPO_NEEDS_SECTION)
 
 
-def check_method(method: str, dataset_format: str) -> None:
+def check_method(method: str, dataset_format: str, has_grpo: bool) -> None:
     """The Python side of METHOD_RULES."""
     check(method != "dpo" or dataset_format == "preference", DPO_NEEDS_PREFERENCE)
-    check(method != "sft" or dataset_format != "preference", PREFERENCE_NEEDS_DPO)
+    check(dataset_format != "preference" or method == "dpo", PREFERENCE_NEEDS_DPO)
+    check((method == "grpo") == has_grpo, GRPO_NEEDS_SECTION)
 
 
 class ModelSource(ApiModel):
@@ -197,19 +213,251 @@ class ReportSpec(ApiModel):
     interval_seconds: float = Field(10.0, gt=0, description="Minimum seconds between two status patches.")
 
 
+# ---- GRPO (method grpo): rewards and rollouts --------------------------------------------------------------
+
+REWARD_NAME = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+REWARD_KINDS = ("exactMatch", "numericMatch", "regex", "jsonSchema", "lengthPenalty", "python", "http")
+NEEDS_REFERENCE = ("exactMatch", "numericMatch")  # compare with the dataset's reference answer
+
+ONE_REWARD_KIND = Rule(
+    "[" + ", ".join(f"has(self.{k})" for k in REWARD_KINDS) + "].filter(x, x).size() == 1",
+    "set exactly one of " + ", ".join(REWARD_KINDS),
+)
+UNIQUE_REWARD_NAMES = Rule(
+    "self.rewards.all(r, self.rewards.filter(s, s.name == r.name).size() == 1)",
+    "reward names must be unique (they key the metrics and status.progress.rewards)",
+    "rewards",
+)
+ASYNC_WITHOUT_BETA = Rule(
+    "!self.async || self.beta == 0.0",
+    "asynchronous GRPO has no reference model: set beta to 0, or async to false",
+    "beta",
+)
+LENGTH_TARGET_BELOW_MAX = Rule(
+    "self.rewards.all(r, !has(r.lengthPenalty) || r.lengthPenalty.targetTokens < self.maxCompletionLength)",
+    "lengthPenalty.targetTokens must be below maxCompletionLength",
+    "rewards",
+)
+VLLM_WITH_ENGINE = Rule(  # has(): the API server checks the rule on the schema's default {} too
+    "(has(self.engine) && self.engine == 'vllm') == has(self.vllm)",
+    "set vllm exactly when engine is vllm",
+    "vllm",
+)
+
+
+class ExactMatchReward(ApiModel):
+    """1 when the answer (the last \\boxed{...} content, else the whole completion) equals the reference."""
+
+    case_sensitive: bool = Field(False, description="Compare case-sensitively (surrounding whitespace never counts).")
+
+
+class NumericMatchReward(ApiModel):
+    """1 when the answer's number (the last \\boxed{...} content, else the last number) equals the reference."""
+
+    tolerance: float = Field(1e-6, ge=0, description="Largest absolute difference still counted as equal.")
+
+
+class RegexReward(ApiModel):
+    """1 when the completion matches a regular expression, else 0."""
+
+    pattern: str = Field(..., min_length=1, max_length=1024, description="Regular expression (Python re syntax).")
+    full_match: bool = Field(
+        False, description="The whole (trimmed) completion must match; by default the pattern is searched anywhere."
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from e
+        return v
+
+
+class JsonSchemaReward(ApiModel):
+    """1 when the completion is one JSON value (a ```json fence is unwrapped) valid against the schema, else 0."""
+
+    schema_: dict[str, Any] = Field(
+        ...,
+        alias="schema",
+        description="A JSON Schema (draft 2020-12).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    @field_validator("schema_")
+    @classmethod
+    def _is_json_schema(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            import jsonschema
+        except ImportError:  # only where jsonschema is missing; the trainer always has it and checks again
+            return v
+        try:
+            jsonschema.Draft202012Validator.check_schema(v)
+        except jsonschema.SchemaError as e:
+            where = "/".join(str(p) for p in e.absolute_path) or "(root)"
+            raise ValueError(f"not a JSON Schema: at {where}: {e.message}") from e
+        return v
+
+
+class LengthPenaltyReward(ApiModel):
+    """0 up to targetTokens, then falling linearly to -1 at maxCompletionLength (DAPO's overlong penalty)."""
+
+    target_tokens: int = Field(..., ge=1, description="Completion length (tokens) below which there is no penalty.")
+
+
+class HttpReward(ApiModel):
+    """An endpoint that scores a batch: POST {prompts, completions, references} -> {rewards: [number|null]}."""
+
+    url: str = Field(..., pattern=r"^https?://", max_length=2048, description="Endpoint URL (http or https).")
+    timeout_seconds: float = Field(30.0, gt=0, le=600, description="Per-request timeout.")
+    max_consecutive_failures: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Fail the job after this many batches in a row could not be scored (every failure is counted).",
+    )
+
+
+class PythonReward(ApiModel):
+    """A function `fn(prompts, completions, completion_ids, **columns) -> list[float | None]` in a Python file."""
+
+    path: str = Field(..., min_length=1, description="The Python file (in a FineTuneJob: from a ConfigMap).")
+    function: str = Field(
+        "reward", max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The function's name."
+    )
+
+
+class RewardKinds(ApiModel):
+    """One weighted reward: a name, a weight and exactly one kind (the FineTuneJob's python kind differs)."""
+
+    model_config = rules(ONE_REWARD_KIND)
+
+    name: str = Field(
+        ..., max_length=40, pattern=REWARD_NAME, description="Name in metrics and status (lowercase, digits, '-')."
+    )
+    weight: float = Field(1.0, ge=-100, le=100, description="Weight of this reward in the summed reward.")
+    exact_match: ExactMatchReward | None = Field(None, description="The answer equals the reference answer.")
+    numeric_match: NumericMatchReward | None = Field(None, description="The answer's number equals the reference.")
+    regex: RegexReward | None = Field(None, description="The completion matches a regular expression.")
+    json_schema: JsonSchemaReward | None = Field(None, description="The completion is JSON valid against a schema.")
+    length_penalty: LengthPenaltyReward | None = Field(None, description="A penalty on overlong completions.")
+    http: HttpReward | None = Field(None, description="An HTTP endpoint that scores a batch.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> RewardKinds:
+        check(len(self.kinds()) == 1, ONE_REWARD_KIND)
+        return self
+
+    def kinds(self) -> list[str]:
+        return [k for k in REWARD_KINDS if getattr(self, _snake(k), None) is not None]
+
+    @property
+    def kind(self) -> str:
+        return self.kinds()[0]
+
+    @property
+    def params(self) -> ApiModel:
+        return getattr(self, _snake(self.kind))
+
+
+def _snake(camel: str) -> str:
+    return re.sub(r"([A-Z])", r"_\1", camel).lower()
+
+
+class RewardSpec(RewardKinds):
+    python: PythonReward | None = Field(None, description="A user function from a Python file.")
+
+
+class VllmRollouts(ApiModel):
+    """A vLLM OpenAI server that samples the rollouts and loads each policy version as a LoRA adapter."""
+
+    url: str = Field(..., pattern=r"^https?://", max_length=2048, description="Base URL of the vLLM server.")
+    adapter_dir: str = Field(
+        ..., min_length=1, description="Directory shared with the server: each policy version is written here."
+    )
+    timeout_seconds: float = Field(300.0, gt=0, description="Timeout of one generation request.")
+
+
+class RolloutSpec(ApiModel):
+    model_config = rules(VLLM_WITH_ENGINE)
+
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="transformers = generate in the training process (tiny models, tests); vllm = a vLLM server.",
+    )
+    vllm: VllmRollouts | None = Field(None, description="The vLLM server (engine vllm).")
+
+    @model_validator(mode="after")
+    def _rules(self) -> RolloutSpec:
+        check((self.engine == "vllm") == (self.vllm is not None), VLLM_WITH_ENGINE)
+        return self
+
+
+class GrpoSettings(ApiModel):
+    """What GRPO needs beside the rewards and the rollout engine (shared by the FineTuneJob and the config)."""
+
+    model_config = rules(UNIQUE_REWARD_NAMES, ASYNC_WITHOUT_BETA, LENGTH_TARGET_BELOW_MAX)
+
+    reference_column: str = Field(
+        "answer", min_length=1, max_length=128, description="Dataset column holding the reference answers."
+    )
+    generations: int = Field(8, ge=2, le=256, description="Completions sampled per prompt (one GRPO group).")
+    max_completion_length: int = Field(256, ge=1, le=131072, description="Maximum tokens per completion.")
+    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature of the rollouts.")
+    beta: float = Field(
+        0.0, ge=0, le=10, description="KL coefficient against the base model (the adapter disabled); async false only."
+    )
+    epsilon: float = Field(0.2, gt=0, lt=1, description="Clipping range of the importance ratio (lower side).")
+    epsilon_high: float | None = Field(
+        None, gt=0, lt=10, description="Upper clipping range; defaults to epsilon (DAPO uses 0.28)."
+    )
+    async_: bool = Field(
+        True,
+        alias="async",
+        description="Generate the next batches while the current one trains (false: generate, then train).",
+    )
+    max_staleness: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Async: policy versions a rollout may lag behind the policy it trains (async false is 0).",
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> GrpoSettings:
+        names = [r.name for r in self.rewards]  # type: ignore[attr-defined]
+        check(len(set(names)) == len(names), UNIQUE_REWARD_NAMES)
+        check(not self.async_ or self.beta == 0.0, ASYNC_WITHOUT_BETA)
+        lengths = [r.length_penalty.target_tokens for r in self.rewards if r.length_penalty]  # type: ignore[attr-defined]
+        check(all(t < self.max_completion_length for t in lengths), LENGTH_TARGET_BELOW_MAX)
+        return self
+
+
+class GrpoSpec(GrpoSettings):
+    rewards: list[RewardSpec] = Field(
+        ..., min_length=1, max_length=16, description="Weighted reward functions; their weighted sum is the reward."
+    )
+    rollouts: RolloutSpec = Field(default_factory=RolloutSpec, description="Which engine samples the rollouts.")
+
+
 class TrainerConfig(ApiModel):
     model: ModelSource = Field(..., description="Base model to fine-tune.")
     dataset: DatasetSource = Field(..., description="Training data.")
-    method: Method = Field("sft", description="sft = supervised fine-tuning, dpo = preference optimisation.")
+    method: Method = Field(
+        "sft",
+        description="sft = supervised fine-tuning, dpo = preference optimisation, grpo = RL from verifiable rewards.",
+    )
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA adapter shape and kernel.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation hyper-parameters.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpointing and resume.")
     output: AdapterOutput = Field(..., description="Where the adapter goes.")
+    grpo: GrpoSpec | None = Field(None, description="GRPO: rewards, rollouts and sampling (method grpo).")
     report: ReportSpec | None = Field(None, description="FineTuneJob to report progress to (in-cluster only).")
 
     @model_validator(mode="after")
     def _rules(self) -> TrainerConfig:
-        check_method(self.method, self.dataset.format)
+        check_method(self.method, self.dataset.format, self.grpo is not None)
         return self
 
 
@@ -223,6 +471,20 @@ class Progress(ApiModel):
     tokens_per_second: float | None = Field(None, description="Training throughput.")
     eta_seconds: float | None = Field(None, description="Estimated seconds to completion.")
     epoch: float | None = Field(None, description="Fractional epoch.")
+    reward: float | None = Field(None, description="GRPO: mean weighted reward of the latest step's completions.")
+    rewards: dict[str, float] | None = Field(
+        None, max_length=16, description="GRPO: mean of each reward function (by name) over the latest step."
+    )
+    reward_errors: dict[str, int] | None = Field(
+        None, max_length=16, description="GRPO: batches each user reward could not score so far (by name)."
+    )
+    kl: float | None = Field(
+        None, description="GRPO: KL to the base model (beta > 0), or to the policy that sampled the rollouts (async)."
+    )
+    completion_length: float | None = Field(None, description="GRPO: mean completion length (tokens).")
+    rollout_tokens_per_second: float | None = Field(
+        None, description="GRPO: completion tokens the rollout engine generates per second."
+    )
     updated_at: str | None = Field(None, description="When the trainer last reported (RFC 3339).")
 
 

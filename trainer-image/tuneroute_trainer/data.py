@@ -32,6 +32,12 @@ def _local_files(path: str) -> tuple[str, list[str]]:
 
 
 def load_rows(src: DatasetSource, token: str | None = None):
+    """The dataset in trl's columns for `src.format` (SFT and DPO)."""
+    return to_trl_columns(load_raw(src, token), src.format)
+
+
+def load_raw(src: DatasetSource, token: str | None = None):
+    """The dataset as stored, all columns kept."""
     import datasets
 
     try:
@@ -45,7 +51,7 @@ def load_rows(src: DatasetSource, token: str | None = None):
     except Exception as e:  # malformed files, unknown ids, missing splits
         field = "dataset.path" if src.path is not None else "dataset.id"
         raise InputError(field, f"cannot load dataset: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
-    return to_trl_columns(ds, src.format)
+    return ds
 
 
 def _instruction_row(row: dict) -> dict:

@@ -79,9 +79,11 @@ def load_base_model(src: ModelSource, config, training: TrainingSpec):
     return model.to(device())
 
 
-def apply_lora(model, lora: LoraSpec):
-    """PEFT LoRA on the attention modules and (for MoE models) the fused expert weights; returns (model, kernel)."""
-    from peft import LoraConfig, get_peft_model
+def lora_config(model, lora: LoraSpec):
+    """PEFT LoraConfig for `model` (a real or meta-device instance) and the MoE kernel to use with it.
+
+    LoRA goes on the attention modules and, for MoE models, on the fused expert weights."""
+    from peft import LoraConfig
 
     names = [n for n, _ in model.named_modules()]
     missing = [t for t in lora.target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
@@ -99,9 +101,21 @@ def apply_lora(model, lora: LoraSpec):
         target_parameters=target_parameters or None,
         task_type="CAUSAL_LM",
     )
+    return cfg, kernel
+
+
+def fuse_experts(peft_model, cfg, kernel: str) -> str:
+    """Switch a PEFT model's expert LoRA to the fused kernel; returns the experts implementation in use."""
+    return enable_fused_moe_lora(peft_model, kernel) if cfg.target_parameters else "none"
+
+
+def apply_lora(model, lora: LoraSpec):
+    """PEFT LoRA on the attention modules and (for MoE models) the fused expert weights; returns (model, kernel)."""
+    from peft import get_peft_model
+
+    cfg, kernel = lora_config(model, lora)
     try:
         peft_model = get_peft_model(model, cfg)
     except ValueError as e:  # e.g. none of targetModules exists in the model
         raise InputError("lora.targetModules", str(e).splitlines()[0][:300]) from e
-    impl = enable_fused_moe_lora(peft_model, kernel) if target_parameters else "none"
-    return peft_model, impl
+    return peft_model, fuse_experts(peft_model, cfg, kernel)

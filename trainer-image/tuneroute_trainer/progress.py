@@ -81,9 +81,12 @@ class StatusReporter:
 
 
 def make_callback(reporter: StatusReporter | None):
+    """Progress line + status patch per logged step; `callback.extra(logs)` adds method-specific Progress fields."""
     from transformers import TrainerCallback
 
     class ProgressCallback(TrainerCallback):
+        extra = None
+
         def on_train_begin(self, args, state, control, **kw):
             self.t0, self.step0, self.tok0 = time.monotonic(), state.global_step, state.num_input_tokens_seen
             self.last = None
@@ -101,6 +104,8 @@ def make_callback(reporter: StatusReporter | None):
                 self.step0,
                 self.tok0,
             )
+            if self.extra is not None:
+                snap = snap.model_copy(update=self.extra(logs))
             self.last = snap
             print(json.dumps({"event": "progress", **snap.wire()}), file=sys.stdout, flush=True)
             if reporter is not None:

@@ -9,6 +9,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from .config import TrainerConfig
 from .contract import now
@@ -127,6 +128,24 @@ def checkpoint_dir(cfg: TrainerConfig) -> Path:
     return Path(cfg.output.dir) / CHECKPOINTS / key
 
 
+def _trl_trainer(method: str):
+    if method == "dpo":
+        from trl import DPOTrainer
+
+        return DPOTrainer
+    from trl import SFTTrainer
+
+    return SFTTrainer
+
+
+def _grpo_prompts(cfg: TrainerConfig):
+    from .data import load_raw
+    from .grpo.data import to_prompts
+    from .modeling import hf_token
+
+    return to_prompts(load_raw(cfg.dataset, token=hf_token()), cfg.dataset.format)
+
+
 def already_done(cfg: TrainerConfig, out: Path) -> dict | None:
     """The manifest of a finished run of this same config and run, if there is one.
 
@@ -146,6 +165,7 @@ def already_done(cfg: TrainerConfig, out: Path) -> dict | None:
         and manifest.get("method") == cfg.method
         and lora == cfg.lora.model_dump(by_alias=True)
         and manifest.get("training") == cfg.training.model_dump(by_alias=True)
+        and manifest.get("grpo") == (cfg.grpo.model_dump(by_alias=True) if cfg.grpo else None)
     )
     return manifest if same else None
 
@@ -163,28 +183,33 @@ def run(cfg: TrainerConfig) -> dict:
     prepare_output(out)
     ckpt_dir = checkpoint_dir(cfg)
     model_config = load_model_config(cfg.model)
-    dataset = load_rows(cfg.dataset, token=hf_token())
+    dataset = _grpo_prompts(cfg) if cfg.method == "grpo" else load_rows(cfg.dataset, token=hf_token())
     tokenizer = load_tokenizer(cfg.model)
     if cfg.dataset.format == "chat" and not tokenizer.chat_template:
         raise InputError("dataset.format", "format 'chat' needs a tokenizer with a chat template")
-    model = load_base_model(cfg.model, model_config, cfg.training)
-    model, kernel = apply_lora(model, cfg.lora)
 
-    args = _trainer_args(cfg, ckpt_dir)
     sigterm = _sigterm_callback()
     reporter = StatusReporter(cfg.report) if cfg.report else None
-    callbacks = [sigterm, make_callback(reporter)]
-    if cfg.method == "dpo":
-        from trl import DPOTrainer
+    progress = make_callback(reporter)
+    callbacks = [sigterm, progress]
+    grpo = None
+    trainer: Any
+    if cfg.method == "grpo":
+        from .grpo.trainers import build
 
-        trainer = DPOTrainer(
-            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
-        )
+        grpo = build(cfg, model_config, tokenizer, dataset, ckpt_dir, callbacks)
+        trainer, kernel = grpo.trainer, grpo.kernel
+        progress.extra = grpo.progress
     else:
-        from trl import SFTTrainer
-
-        trainer = SFTTrainer(
-            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
+        model = load_base_model(cfg.model, model_config, cfg.training)
+        model, kernel = apply_lora(model, cfg.lora)
+        trainer_cls = _trl_trainer(cfg.method)
+        trainer = trainer_cls(
+            model=model,
+            args=_trainer_args(cfg, ckpt_dir),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=callbacks,
         )
 
     from transformers.trainer_callback import PrinterCallback
@@ -192,7 +217,11 @@ def run(cfg: TrainerConfig) -> dict:
     trainer.remove_callback(PrinterCallback)  # our progress line replaces its dict dump
     resume = get_last_checkpoint(str(ckpt_dir)) if cfg.checkpoint.resume and ckpt_dir.is_dir() else None
     t0 = time.monotonic()
-    result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    finally:
+        if grpo is not None:
+            grpo.close()
     state = trainer.state
     if sigterm.fired:
         raise Preempted(f"preempted: checkpoint saved at step {state.global_step}")
@@ -200,6 +229,8 @@ def run(cfg: TrainerConfig) -> dict:
     elapsed = time.monotonic() - t0
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     manifest = _manifest(cfg, kernel, resume, state, result, losses, elapsed, str(device()))
+    if grpo is not None:
+        manifest["metrics"].update(grpo.summary(state.log_history))
     publish(trainer.model, tokenizer, out, manifest)
     return manifest
 
@@ -218,6 +249,7 @@ def _manifest(cfg, kernel, resume, state, result, losses, elapsed, dev) -> dict:
         "method": cfg.method,
         "lora": {**cfg.lora.model_dump(by_alias=True), "expertsImplementation": kernel},
         "training": cfg.training.model_dump(by_alias=True),
+        "grpo": cfg.grpo.model_dump(by_alias=True) if cfg.grpo else None,
         "resumedFrom": resume,
         "metrics": {
             "steps": state.global_step,

@@ -14,10 +14,13 @@ from pydantic import Field, model_validator
 
 from tuneroute_trainer.config import (
     METHOD_RULES,
+    VLLM_WITH_ENGINE,
     CheckpointSpec,
     DatasetFormat,
+    GrpoSettings,
     LoraSpec,
     Method,
+    RewardKinds,
     TrainerStatus,
     TrainingSpec,
     check_method,
@@ -112,6 +115,67 @@ class DatasetSpec(_Source):
     )
 
 
+# ---- method grpo: the trainer's GRPO settings and reward kinds; the Python file and the vLLM server are
+# Kubernetes objects here (a ConfigMap key, a sidecar container) where the trainer sees a path and a URL.
+
+
+class PythonRewardRef(ApiModel):
+    """A reward function in a ConfigMap key, mounted into the training pod (it runs there, as the user's code)."""
+
+    config_map: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="ConfigMap holding the Python file.")
+    key: str = Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key of the file in the ConfigMap.")
+    function: str = Field(
+        "reward",
+        max_length=128,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="fn(prompts, completions, completion_ids, **columns) -> list[float | None] in that file.",
+    )
+
+
+class Reward(RewardKinds):
+    python: PythonRewardRef | None = Field(None, description="A user function from a ConfigMap's Python file.")
+
+
+class VllmSidecar(ApiModel):
+    """A vLLM OpenAI server started beside the trainer in the training pod (a native sidecar); each policy version
+    reaches it as adapter files in a shared volume, loaded at run time under a new name."""
+
+    image: Image = Field(description="vLLM OpenAI server image, e.g. vllm/vllm-openai:v0.32.0.")
+    gpus: int = Field(1, ge=0, le=16, description="GPUs of the vLLM server (on top of resources.gpus for training).")
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="Share of its GPUs' memory vLLM may use (weights and KV cache)."
+    )
+    max_model_len: int = Field(4096, ge=64, le=1048576, description="Longest prompt + completion vLLM accepts.")
+    extra_args: list[str] = Field(
+        default_factory=list, max_length=32, description="More vLLM server flags, e.g. --tensor-parallel-size 2."
+    )
+
+
+class Rollouts(ApiModel):
+    model_config = rules(VLLM_WITH_ENGINE)
+
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="transformers = generate in the trainer (small models); vllm = a vLLM server beside the trainer.",
+    )
+    vllm: VllmSidecar | None = Field(None, description="The vLLM server (engine vllm).")
+
+    @model_validator(mode="after")
+    def _rules(self) -> Rollouts:
+        check((self.engine == "vllm") == (self.vllm is not None), VLLM_WITH_ENGINE)
+        return self
+
+
+class GrpoSpec(GrpoSettings):
+    """Reinforcement learning with verifiable rewards (GRPO): sample `generations` completions per prompt, score
+    them with the weighted rewards, push the policy towards the better ones."""
+
+    rewards: list[Reward] = Field(
+        min_length=1, max_length=16, description="Weighted reward functions; their weighted sum is the reward."
+    )
+    rollouts: Rollouts = Field(default_factory=Rollouts, description="Which engine samples the rollouts.")
+
+
 class ResourcesSpec(ApiModel):
     """What the training pod asks the scheduler for."""
 
@@ -169,7 +233,11 @@ class FineTuneJobSpec(ApiModel):
 
     base_model: BaseModelSpec = Field(description="The model to fine-tune.")
     dataset: DatasetSpec = Field(description="The training data.")
-    method: Method = Field("sft", description="Training method: sft (supervised) or dpo (preference).")
+    method: Method = Field(
+        "sft",
+        description="Training method: sft (supervised), dpo (preference) or grpo (RL with verifiable rewards).",
+    )
+    grpo: GrpoSpec | None = Field(None, description="GRPO settings: rewards, rollouts, sampling (method grpo).")
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA adapter shape and where it attaches.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation hyper-parameters.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoint interval and resume.")
@@ -198,7 +266,7 @@ class FineTuneJobSpec(ApiModel):
 
     @model_validator(mode="after")
     def _rules(self) -> FineTuneJobSpec:
-        check_method(self.method, self.dataset.format)
+        check_method(self.method, self.dataset.format, self.grpo is not None)
         check(self.lora.kernel != "triton" or self.resources.gpus > 0, TRITON_NEEDS_GPU)
         return self
 

@@ -7,10 +7,22 @@ from typing import Any
 
 import yaml
 
-from tuneroute_trainer.config import AdapterOutput, DatasetSource, ModelSource, ReportSpec, TrainerConfig
+from tuneroute_trainer.config import (
+    AdapterOutput,
+    DatasetSource,
+    GrpoSettings,
+    ModelSource,
+    PythonReward,
+    ReportSpec,
+    RewardSpec,
+    RolloutSpec,
+    TrainerConfig,
+    VllmRollouts,
+)
+from tuneroute_trainer.config import GrpoSpec as TrainerGrpo
 
 from .. import GROUP
-from ..api.finetunejob import FineTuneJobSpec
+from ..api.finetunejob import FineTuneJobSpec, GrpoSpec
 from ..settings import Settings
 from .common import (
     CONFIG_HASH,
@@ -30,6 +42,10 @@ PVC_ROOT = "/mnt/pvc"
 MODEL_CACHE = "/tmp/hf"
 # Scratch space besides the model cache (/tmp: tokenizer and dataset caches, torch's compile cache).
 TMP_SIZE = "8Gi"
+REWARDS_DIR = "/etc/tuneroute-rewards"  # <i>/<key>: the ConfigMap key of python reward i
+ADAPTERS_DIR = "/adapters"  # shared by the trainer and the vLLM sidecar: one adapter directory per policy version
+VLLM_PORT = 8000
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max-lora-rank values vLLM accepts
 # Exit code the trainer uses for invalid input: retrying cannot help, so the Job fails at once.
 EXIT_INVALID_INPUT = 2
 
@@ -54,6 +70,26 @@ def _on_pvc(claim: str, path: str) -> str:
     return posixpath.join(PVC_ROOT, claim, path)
 
 
+def _reward_path(i: int, key: str) -> str:
+    return posixpath.join(REWARDS_DIR, str(i), key)
+
+
+def grpo_config(grpo: GrpoSpec) -> TrainerGrpo:
+    """The trainer's grpo section: python rewards become paths (mounted ConfigMap keys), the vLLM sidecar a URL."""
+    rewards = []
+    for i, r in enumerate(grpo.rewards):
+        fields = r.model_dump(exclude={"python"}, exclude_none=True)
+        if r.python is not None:
+            fields["python"] = PythonReward(path=_reward_path(i, r.python.key), function=r.python.function)
+        rewards.append(RewardSpec(**fields))
+    server = None
+    if grpo.rollouts.vllm is not None:
+        server = VllmRollouts(url=f"http://127.0.0.1:{VLLM_PORT}", adapter_dir=ADAPTERS_DIR)
+    rollouts = RolloutSpec(engine=grpo.rollouts.engine, vllm=server)
+    settings = grpo.model_dump(include=set(GrpoSettings.model_fields))
+    return TrainerGrpo(**settings, rewards=rewards, rollouts=rollouts)
+
+
 def trainer_config(owner: Owner, spec: FineTuneJobSpec) -> TrainerConfig:
     """The trainer's own config model: the one contract between operator and trainer."""
     bm, ds = spec.base_model, spec.dataset
@@ -68,6 +104,7 @@ def trainer_config(owner: Owner, spec: FineTuneJobSpec) -> TrainerConfig:
         lora=spec.lora,
         training=spec.training,
         checkpoint=spec.checkpoint,
+        grpo=grpo_config(spec.grpo) if spec.grpo else None,
         output=AdapterOutput(
             dir=_on_pvc(spec.output.pvc, output_path(owner, spec)),
             adapter_name=adapter_name(owner, spec),
@@ -136,7 +173,64 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec) -> tuple[list[dict], list[dict
     for i, (claim, read_only) in enumerate(claims.items()):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}})
         mounts.append({"name": f"pvc-{i}", "mountPath": posixpath.join(PVC_ROOT, claim), "readOnly": read_only})
+    if spec.grpo:
+        for i, r in enumerate(spec.grpo.rewards):
+            if r.python is not None:
+                items = [{"key": r.python.key, "path": r.python.key}]
+                volumes.append({"name": f"reward-{i}", "configMap": {"name": r.python.config_map, "items": items}})
+                mounts.append(
+                    {"name": f"reward-{i}", "mountPath": posixpath.dirname(_reward_path(i, "x")), "readOnly": True}
+                )
+        if spec.grpo.rollouts.vllm is not None:
+            volumes.append({"name": "adapters", "emptyDir": {}})
+            mounts.append({"name": "adapters", "mountPath": ADAPTERS_DIR})
     return volumes, mounts
+
+
+def vllm_sidecar(spec: FineTuneJobSpec, image_pull_policy: str, mounts: list[dict], env: list[dict]) -> dict[str, Any]:
+    """The rollout server of method grpo with engine vllm: a native sidecar (an init container that keeps
+    running, started and probed before the trainer, stopped after it) serving the base model on localhost."""
+    assert spec.grpo is not None and spec.grpo.rollouts.vllm is not None
+    v, grpo, bm = spec.grpo.rollouts.vllm, spec.grpo, spec.base_model
+    model = bm.id if bm.id else _on_pvc(bm.pvc or "", bm.path or "")
+    rank = next((r for r in VLLM_LORA_RANKS if r >= spec.lora.rank), VLLM_LORA_RANKS[-1])
+    args = [
+        "--model", model, "--served-model-name", "base", "--host", "127.0.0.1", "--port", str(VLLM_PORT),
+        "--enable-lora", "--max-lora-rank", str(rank),
+        # the staleness window's versions, plus the next one loaded before the oldest is unloaded
+        "--max-loras", str(grpo.max_staleness + 2),
+        # log-probs after temperature: what trl's importance ratio compares the trainer's with
+        "--logprobs-mode", "processed_logprobs",
+        "--max-model-len", str(v.max_model_len), "--gpu-memory-utilization", str(v.gpu_memory_utilization),
+    ]  # fmt: skip
+    if bm.id:
+        args += ["--revision", bm.revision]
+    if spec.lora.experts:
+        args.append("--enable-mixed-moe-lora-format")  # expert LoRA arrives as PEFT's fused 3D tensors
+    gpus = {spec.resources.gpu_resource: str(v.gpus)} if v.gpus else {}
+    return {
+        "name": "vllm",
+        "image": v.image,
+        "imagePullPolicy": image_pull_policy,
+        "restartPolicy": "Always",
+        "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+        "args": args + list(v.extra_args),
+        "env": [*env, {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"}],
+        "resources": {"requests": dict(gpus), "limits": dict(gpus)} if gpus else {},
+        # scratch, shared memory, the hub cache, the adapters, the model's claim (read-only); not config, rewards, output
+        "volumeMounts": [
+            m
+            for m in mounts
+            if m["name"] in ("tmp", "dshm", "model-cache", "adapters") or (m.get("readOnly") is True and m["name"].startswith("pvc-"))
+        ],
+        "securityContext": RESTRICTED_CONTAINER,
+        # the trainer starts once the server answers; loading a large model can take many minutes
+        "startupProbe": {
+            "httpGet": {"path": "/health", "port": VLLM_PORT, "host": "127.0.0.1"},
+            "periodSeconds": 10,
+            "failureThreshold": 180,
+        },
+    }
 
 
 def _resources(spec: FineTuneJobSpec) -> dict[str, Any]:
@@ -194,6 +288,8 @@ def job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, config_hash: st
         "containers": [container],
         "volumes": volumes,
     }
+    if spec.grpo and spec.grpo.rollouts.vllm is not None:
+        pod_spec["initContainers"] = [vllm_sidecar(spec, settings.image_pull_policy, mounts, env)]
     if spec.resources.node_selector:
         pod_spec["nodeSelector"] = dict(spec.resources.node_selector)
     if spec.resources.tolerations:

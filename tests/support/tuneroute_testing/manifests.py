@@ -79,6 +79,14 @@ def manifest(kind: str, mutate: Callable[[dict], None] | None = None) -> dict:
     return obj
 
 
+def grpo(**over: Any) -> Callable[[dict], None]:
+    """The SFT example turned into a valid GRPO job, with `over` merged into spec.grpo."""
+    section = {"rewards": [{"name": "correct", "numericMatch": {}}, {"name": "format", "regex": {"pattern": "x"}}]}
+    return both(
+        setp("spec.method", "grpo"), setp("spec.dataset.format", "completion"), setp("spec.grpo", {**section, **over})
+    )
+
+
 GE = "greater than or equal to"
 LE = "less than or equal to"
 
@@ -154,6 +162,27 @@ CASES = [
         "must be a relative path inside the claim",
     ),
     Case(
+        "ftj-grpo-one-generation",
+        "ftj",
+        grpo(generations=1),
+        r"spec\.grpo\.generations",
+        f"{GE} 2",
+    ),
+    Case(
+        "ftj-grpo-unknown-reward-kind",
+        "ftj",
+        grpo(rewards=[{"name": "bleu", "bleuScore": {}}]),
+        r"spec\.grpo\.rewards\[0\]\.bleuScore",
+        r"unknown field|field not declared in schema",
+    ),
+    Case(
+        "ftj-grpo-http-reward-not-a-url",
+        "ftj",
+        grpo(rewards=[{"name": "judge", "http": {"url": "judge.ml.svc/score"}}]),
+        r"spec\.grpo\.rewards\[0\]\.http\.url",
+        "should match",
+    ),
+    Case(
         "ftj-adapter-name-uppercase",
         "ftj",
         setp("spec.output.adapterName", "Qwen3"),
@@ -196,8 +225,62 @@ CASES = [
         r"spec\.dataset",
         "pvc needs path",
     ),
-    # Not supported (yet): refused as any unknown method, and the message lists only what is.
-    Case("ftj-method-grpo", "ftj", setp("spec.method", "grpo"), r"spec\.method", 'supported values: "sft", "dpo"\n'),
+    Case(
+        "ftj-grpo-without-section",
+        "ftj",
+        setp("spec.method", "grpo"),
+        r"spec\.grpo",
+        "method grpo needs the grpo section",
+    ),
+    Case(
+        "ftj-sft-with-grpo-section",
+        "ftj",
+        both(grpo(), setp("spec.method", "sft")),
+        r"spec\.grpo",
+        "only method grpo takes one",
+    ),
+    Case(
+        "ftj-grpo-with-preference-dataset",
+        "ftj",
+        both(grpo(), setp("spec.dataset.format", "preference")),
+        r"spec\.dataset\.format",
+        "a preference dataset needs method dpo",
+    ),
+    Case(
+        "ftj-grpo-reward-two-kinds",
+        "ftj",
+        grpo(rewards=[{"name": "correct", "numericMatch": {}, "exactMatch": {}}]),
+        r"spec\.grpo\.rewards\[0\]",
+        "set exactly one of exactMatch, numericMatch",
+    ),
+    Case(
+        "ftj-grpo-reward-names-twice",
+        "ftj",
+        grpo(rewards=[{"name": "r", "numericMatch": {}}, {"name": "r", "regex": {"pattern": "x"}}]),
+        r"spec\.grpo\.rewards",
+        "reward names must be unique",
+    ),
+    Case(
+        "ftj-grpo-async-with-beta",
+        "ftj",
+        grpo(beta=0.04),
+        r"spec\.grpo\.beta",
+        "asynchronous GRPO has no reference model",
+    ),
+    Case(
+        "ftj-grpo-length-target-past-the-limit",
+        "ftj",
+        grpo(maxCompletionLength=64, rewards=[{"name": "short", "lengthPenalty": {"targetTokens": 64}}]),
+        r"spec\.grpo\.rewards",
+        "lengthPenalty.targetTokens must be below maxCompletionLength",
+    ),
+    Case(
+        "ftj-grpo-vllm-engine-without-server",
+        "ftj",
+        grpo(rollouts={"engine": "vllm"}),
+        r"spec\.grpo\.rollouts\.vllm",
+        "set vllm exactly when engine is vllm",
+    ),
     Case(
         "ftj-dpo-with-chat-dataset",
         "ftj",

@@ -17,7 +17,7 @@ CHAT_TEMPLATE = (
 
 
 def char_tokenizer():
-    from tokenizers import Tokenizer, models
+    from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -25,6 +25,7 @@ def char_tokenizer():
     vocab = {t: i for i, t in enumerate(specials + chars)}
     assert len(vocab) <= 128
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.decoder = decoders.Fuse()  # decode "4", "2" as "42", not "4 2": rewards parse the text
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )

@@ -69,9 +69,11 @@ def test_vllm_engine_runs_a_sidecar_the_trainer_reaches_on_localhost(grpo_body):
     assert flag("--max-lora-rank") == "16" and flag("--logprobs-mode") == "processed_logprobs"
     assert "--enable-mixed-moe-lora-format" in args  # expert LoRA arrives as PEFT's fused 3D tensors
     assert {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"} in vllm["env"]
-    # both see the adapters volume; the server gets neither the config, the rewards nor the writable output
+    # both see the adapters volume and the hub cache (the server downloads the model first, the trainer finds it
+    # there); the server gets neither the config, the rewards nor the writable output claim
     assert _mount(vllm, "adapters")["mountPath"] == _mount(trainer, "adapters")["mountPath"] == "/adapters"
-    assert {m["name"] for m in vllm["volumeMounts"]} == {"tmp", "dshm", "adapters"}
+    assert _mount(vllm, "model-cache") == _mount(trainer, "model-cache")
+    assert {m["name"] for m in vllm["volumeMounts"]} == {"tmp", "dshm", "model-cache", "adapters"}
 
 
 def test_lora_rank_is_rounded_up_to_one_vllm_serves_and_attention_only_needs_no_3d_format(grpo_body):

@@ -221,7 +221,8 @@ def vllm_sidecar(spec: FineTuneJobSpec, image_pull_policy: str, mounts: list[dic
         "volumeMounts": [
             m
             for m in mounts
-            if m["name"] in ("tmp", "dshm", "model-cache", "adapters") or (m.get("readOnly") is True and m["name"].startswith("pvc-"))
+            if m["name"] in ("tmp", "dshm", "model-cache", "adapters")
+            or (m.get("readOnly") is True and m["name"].startswith("pvc-"))
         ],
         "securityContext": RESTRICTED_CONTAINER,
         # the trainer starts once the server answers; loading a large model can take many minutes

@@ -324,3 +324,12 @@ def test_preflight_refuses_an_endpoint_that_times_out_and_a_missing_reference_co
         preflight(rewards, ["prompt", "solution"], "q")
     assert str(e.value).startswith("grpo.referenceColumn: reward 'ok' (numericMatch) compares with a reference answer")
     preflight(rewards, ["prompt", "answer"], "q")  # fine with the column there
+
+
+def test_trainer_errors_name_the_finetunejob_field_the_user_wrote():
+    from tuneroute_trainer.config import spec_field
+
+    assert spec_field("grpo.rewards[2].python.path") == "spec.grpo.rewards[2].python.key"
+    assert spec_field("grpo.rewards[0].http.url") == "spec.grpo.rewards[0].http.url"
+    assert spec_field("grpo.rollouts.vllm.url") == "spec.grpo.rollouts.vllm"
+    assert spec_field("grpo.referenceColumn") == "spec.grpo.referenceColumn"

@@ -509,11 +509,16 @@ SPEC_FIELDS = {
     "output.dir": "spec.output.path",
     "output.adapterName": "spec.output.adapterName",
     "output": "spec.output",
+    "grpo.rollouts.vllm.url": "spec.grpo.rollouts.vllm",  # the operator's sidecar
+    "grpo": "spec.grpo",
 }
+# a python reward's file is the ConfigMap key the FineTuneJob names
+_PYTHON_REWARD_PATH = re.compile(r"^grpo\.rewards\[(\d+)\]\.python\.path\b")
 
 
 def spec_field(field: str) -> str:
     """The FineTuneJob field a trainer config field comes from (e.g. lora.rank -> spec.lora.rank)."""
+    field = _PYTHON_REWARD_PATH.sub(r"grpo.rewards[\1].python.key", field)
     for prefix, spec in SPEC_FIELDS.items():
         if field == prefix or field.startswith(prefix + "."):
             return spec + field[len(prefix) :]

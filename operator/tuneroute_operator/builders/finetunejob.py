@@ -157,12 +157,12 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec) -> tuple[list[dict], list[dict
     for src in (spec.base_model, spec.dataset):
         if src.pvc:
             claims.setdefault(src.pvc, True)
-    volumes = [
+    volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": trainer_name(owner)}},
         {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shared_memory}},
     ]
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "dshm", "mountPath": "/dev/shm"},

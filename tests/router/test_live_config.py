@@ -26,7 +26,7 @@ def _reloads(live: LiveConfig, result: str) -> float:
 
 
 def test_an_unusable_config_or_keys_refuse_to_start(tmp_path):
-    with pytest.raises(ConfigError, match=r"pool\.0\.tier"):
+    with pytest.raises(ConfigError, match=r"pool\[0\]\.tier"):
         LiveConfig(write_config(tmp_path / "bad.yaml", {"pool": [{**POOL[0], "tier": 0}]}), Metrics())
     with pytest.raises(KeysError, match="cannot read keys"):
         _live(tmp_path, auth={"apiKeysPath": str(tmp_path / "no-such-keys")})

@@ -22,15 +22,18 @@ def _objective(model, ids, adv, beta=0.04, temperature=0.9):
     return (-(adv * torch.exp(lp - lp.detach())) + beta * kl).mean() + 0.001 * aux, ref, kl.mean()
 
 
-@pytest.mark.parametrize("kernel", ["grouped", "loop"])
+@pytest.mark.parametrize("kernel", ["grouped", "loop", "triton"])
 def test_kl_objective_and_reference_match_stock_peft(kernel):
     from peft import LoraConfig, get_peft_model
 
     from tuneroute_testing.tiny_models import tiny_model
     from tuneroute_trainer.moe_lora import enable_fused_moe_lora, experts_target_parameters
 
+    if kernel == "triton" and not torch.cuda.is_available():
+        pytest.skip("the triton kernel's GPU run (tests/gpu/grpo.sh); CPU CI covers it in the moe_lora parity tests")
+    device = "cuda" if kernel == "triton" else "cpu"
     torch.set_num_threads(1)
-    base = tiny_model("qwen3_moe")
+    base = tiny_model("qwen3_moe").to(device)
     cfg = LoraConfig(
         r=8,
         lora_alpha=16,
@@ -39,8 +42,8 @@ def test_kl_objective_and_reference_match_stock_peft(kernel):
     )
     torch.manual_seed(0)
     trained = {}  # a policy some steps into training: non-zero B everywhere, so the KL is not trivially 0
-    ids = torch.randint(3, 120, (8, 20), generator=torch.Generator().manual_seed(1))
-    adv = torch.randn(8, 1, generator=torch.Generator().manual_seed(2))
+    ids = torch.randint(3, 120, (8, 20), generator=torch.Generator().manual_seed(1)).to(device)
+    adv = torch.randn(8, 1, generator=torch.Generator().manual_seed(2)).to(device)
     results = {}
     for k in ["peft", kernel]:
         model = get_peft_model(copy.deepcopy(base), cfg)

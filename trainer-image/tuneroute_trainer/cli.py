@@ -1,7 +1,9 @@
 """Entry point: parse --config, run, and turn every failure into one line naming the field.
 
 Exit codes: 0 done, 2 invalid input/config, 1 any other failure, 143 preempted (checkpoint saved).
-The line goes to stderr and to the termination-message file the operator shows."""
+The line goes to stderr and to the termination-message file the operator shows; under
+`tuneroute_trainer.torchrun` each rank writes its own file there and the launcher reports the rank
+that failed first."""
 
 from __future__ import annotations
 
@@ -17,12 +19,16 @@ from .contract import describe
 from .errors import InputError, Preempted
 
 TERMINATION_LOG_ENV = "TUNEROUTE_TERMINATION_LOG"
+RANK_MESSAGES_ENV = "TUNEROUTE_RANK_MESSAGES"  # a directory: rank R writes rank-R (set by our torchrun)
+LOST_PEER = "lost contact with the other ranks"  # a consequence of another rank's failure, not a cause
 
 
 def _terminate(message: str, code: int) -> int:
     line = " ".join(message.split())[:1000]
     print(f"error: {line}", file=sys.stderr, flush=True)
     path = os.environ.get(TERMINATION_LOG_ENV, "/dev/termination-log")
+    if os.environ.get(RANK_MESSAGES_ENV) and "RANK" in os.environ:
+        path = os.path.join(os.environ[RANK_MESSAGES_ENV], f"rank-{os.environ['RANK']}")
     try:
         with open(path, "w") as f:
             f.write(line + "\n")
@@ -60,6 +66,21 @@ def main(argv: list[str] | None = None) -> int:
         return _terminate(str(e), 143)
     except Exception as e:
         logging.getLogger("tuneroute_trainer").exception("training failed")
+        if _is_lost_peer(e):
+            return _terminate(f"{LOST_PEER}: {type(e).__name__}: {e}", 1)
         return _terminate(f"training failed: {type(e).__name__}: {e}", 1)
-    print(json.dumps({"event": "done", "output": cfg.output.dir, "metrics": manifest["metrics"]}), flush=True)
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps({"event": "done", "output": cfg.output.dir, "metrics": manifest["metrics"]}), flush=True)
     return 0
+
+
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote worker", "NCCL communicator was aborted")
+
+
+def _is_lost_peer(e: BaseException) -> bool:
+    """A collective that failed because another rank is gone (that rank's own error is the one to report)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2 or "torch.distributed" not in sys.modules:
+        return False
+    import torch.distributed as dist
+
+    return isinstance(e, dist.DistError) or any(s in str(e) for s in _PEER_GONE)  # gloo raises RuntimeError

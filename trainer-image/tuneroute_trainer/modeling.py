@@ -65,7 +65,8 @@ def load_model_config(src: ModelSource):
         raise InputError(_field(src), f"cannot read model config: {str(e).splitlines()[0][:300]}") from e
 
 
-def load_base_model(src: ModelSource, config, training: TrainingSpec):
+def load_base_model(src: ModelSource, config, training: TrainingSpec, on_device: bool = True):
+    """The pretrained model, on the training device (or left on the CPU for rank 0 to hand out shards)."""
     from transformers import AutoModelForCausalLM
 
     name, kw = _source(src)
@@ -76,7 +77,15 @@ def load_base_model(src: ModelSource, config, training: TrainingSpec):
         raise InputError(
             field, f"model type {config.model_type!r} has no causal LM: {str(e).splitlines()[0][:200]}"
         ) from e
-    return model.to(device())
+    return model.to(device()) if on_device else model
+
+
+def empty_base_model(config, training: TrainingSpec):
+    """The same architecture on the meta device: no memory, no weights (they arrive as shards from rank 0)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, dtype=compute_dtype(training))
 
 
 def lora_config(model, lora: LoraSpec):

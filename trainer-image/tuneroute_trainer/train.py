@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import distributed
 from .config import TrainerConfig
 from .contract import now
+from .distributed import World
 from .errors import InputError, Preempted
 from .progress import StatusReporter, make_callback
 
@@ -21,16 +23,17 @@ CHECKPOINTS = "checkpoints"
 STAGING = ".staging"
 
 
-def prepare_output(out: Path) -> None:
+def prepare_output(out: Path, drop_manifest: bool = True) -> None:
     """Create the output dir, prove it is writable, and drop a stale manifest: the adapter is not done yet."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".probe-{os.getpid()}"
+        probe = out / f".probe-{os.uname().nodename}-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
         raise InputError("output.dir", f"{out} is not writable: {e.strerror or e}") from e
-    (out / MANIFEST).unlink(missing_ok=True)
+    if drop_manifest:
+        (out / MANIFEST).unlink(missing_ok=True)
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -39,11 +42,13 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def publish(model, tokenizer, out: Path, manifest: dict) -> None:
-    """Save adapter + tokenizer to a staging dir, move them in, then write the manifest last."""
+def publish(model, tokenizer, out: Path, manifest: dict, state_dict: dict | None = None) -> None:
+    """Save adapter + tokenizer to a staging dir, move them in, then write the manifest last.
+
+    `state_dict`: the adapter's tensors gathered from every rank, when the model is sharded."""
     staging = out / STAGING
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
+    model.save_pretrained(staging, **({} if state_dict is None else {"state_dict": state_dict}))
     tokenizer.save_pretrained(staging)
     for f in staging.iterdir():
         target = out / f.name
@@ -54,11 +59,14 @@ def publish(model, tokenizer, out: Path, manifest: dict) -> None:
     _write_json_atomic(out / MANIFEST, manifest)
 
 
-def _sigterm_callback():
+def _sigterm_callback(w: World):
     from transformers import TrainerCallback
 
     class SigtermCallback(TrainerCallback):
-        """On SIGTERM: finish the current step, save a checkpoint, stop (the caller exits 143)."""
+        """On SIGTERM: finish the current step, save a checkpoint, stop (the caller exits 143).
+
+        With several ranks, a signal to any of them (one pod preempted) stops them all at the same
+        step: the checkpoint is a collective."""
 
         def __init__(self):
             self.fired = False
@@ -68,6 +76,8 @@ def _sigterm_callback():
             self.fired = True
 
         def on_step_end(self, args, state, control, **kw):
+            if w.distributed:
+                self.fired = distributed.any_rank(self.fired, w)
             if self.fired:
                 control.should_save = True
                 control.should_training_stop = True
@@ -170,28 +180,84 @@ def already_done(cfg: TrainerConfig, out: Path) -> dict | None:
     return manifest if same else None
 
 
-def run(cfg: TrainerConfig) -> dict:
-    """Train; returns the manifest. Raises InputError for bad input, Preempted on SIGTERM."""
+def _resume_point(cfg: TrainerConfig, ckpt_dir: Path, w: World) -> str | None:
+    """The checkpoint to resume from, chosen by rank 0; it must have been written by as many ranks."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    from .data import load_rows
-    from .modeling import apply_lora, device, hf_token, load_base_model, load_model_config, load_tokenizer
+    from .sharded_trainer import checkpoint_ranks, latest_checkpoint
 
+    if not cfg.checkpoint.resume:
+        return None
+    if not w.distributed:
+        resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    else:
+        resume = distributed.broadcast(str(p) if (p := latest_checkpoint(ckpt_dir)) and w.main else None, w)
+    ranks = checkpoint_ranks(Path(resume)) if resume else None
+    if ranks is not None and ranks != w.size:
+        raise InputError(
+            "checkpoint.resume",
+            f"{Path(resume).name} was written by {ranks} rank(s) (nodes x GPUs) and this run has {w.size}; "
+            "run with the same nodes and GPUs to resume it, or set checkpoint.resume to false to start over",
+        )
+    return resume
+
+
+def _load_model(cfg: TrainerConfig, model_config, w: World):
+    """(PEFT model, experts kernel). Several ranks: rank 0 reads the weights, the others get their shards."""
+    import transformers
+
+    from .modeling import apply_lora, empty_base_model, load_base_model
+
+    if w.distributed and not w.main:
+        model = empty_base_model(model_config, cfg.training)
+    else:
+        model = load_base_model(cfg.model, model_config, cfg.training, on_device=not w.distributed)
+    transformers.set_seed(cfg.training.seed)  # the LoRA init is part of the run's seed
+    model, kernel = apply_lora(model, cfg.lora)
+    if w.distributed:
+        if cfg.method == "dpo":
+            from .sharded_trainer import add_reference_adapter
+
+            add_reference_adapter(model)
+        full_state = model.state_dict() if w.main else None
+        distributed.shard(model, w)
+        distributed.load_from_rank0(model, full_state, w)
+        distributed.emit(distributed.shard_report(model, w))
+    return model, kernel
+
+
+def run(cfg: TrainerConfig) -> dict:
+    """Train; returns the manifest. Raises InputError for bad input, Preempted on SIGTERM.
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs this: the model is sharded across ranks (FSDP2),
+    rank 0 alone reports progress and writes the adapter and manifest."""
+    from .data import load_rows
+    from .modeling import hf_token, load_model_config, load_tokenizer
+
+    w = distributed.world()
     out = Path(cfg.output.dir)
     if (done := already_done(cfg, out)) is not None:
         return done
-    prepare_output(out)
+    if w.distributed and cfg.method == "grpo":
+        raise InputError("method", "grpo trains in one process: several ranks (nodes x GPUs > 1) are not supported for it yet")
+    if w.distributed:
+        distributed.init(w)
+    prepare_output(out, drop_manifest=w.main)
+    distributed.barrier()
     ckpt_dir = checkpoint_dir(cfg)
+    resume = _resume_point(cfg, ckpt_dir, w)
     model_config = load_model_config(cfg.model)
     dataset = _grpo_prompts(cfg) if cfg.method == "grpo" else load_rows(cfg.dataset, token=hf_token())
     tokenizer = load_tokenizer(cfg.model)
     if cfg.dataset.format == "chat" and not tokenizer.chat_template:
         raise InputError("dataset.format", "format 'chat' needs a tokenizer with a chat template")
 
-    sigterm = _sigterm_callback()
-    reporter = StatusReporter(cfg.report) if cfg.report else None
-    progress = make_callback(reporter)
-    callbacks = [sigterm, progress]
+    sigterm = _sigterm_callback(w)
+    callbacks: list[Any] = [sigterm]
+    progress = None
+    if w.main:  # progress is rank 0's: its logged loss is already the mean over ranks
+        progress = make_callback(StatusReporter(cfg.report) if cfg.report else None)
+        callbacks.append(progress)
     grpo = None
     trainer: Any
     if cfg.method == "grpo":
@@ -199,11 +265,15 @@ def run(cfg: TrainerConfig) -> dict:
 
         grpo = build(cfg, model_config, tokenizer, dataset, ckpt_dir, callbacks)
         trainer, kernel = grpo.trainer, grpo.kernel
-        progress.extra = grpo.progress
+        if progress is not None:
+            progress.extra = grpo.progress
     else:
-        model = load_base_model(cfg.model, model_config, cfg.training)
-        model, kernel = apply_lora(model, cfg.lora)
+        model, kernel = _load_model(cfg, model_config, w)
         trainer_cls = _trl_trainer(cfg.method)
+        if w.distributed:
+            from .sharded_trainer import sharded
+
+            trainer_cls = sharded(trainer_cls, w)
         trainer = trainer_cls(
             model=model,
             args=_trainer_args(cfg, ckpt_dir),
@@ -215,7 +285,6 @@ def run(cfg: TrainerConfig) -> dict:
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # our progress line replaces its dict dump
-    resume = get_last_checkpoint(str(ckpt_dir)) if cfg.checkpoint.resume and ckpt_dir.is_dir() else None
     t0 = time.monotonic()
     try:
         result = trainer.train(resume_from_checkpoint=resume)
@@ -228,18 +297,26 @@ def run(cfg: TrainerConfig) -> dict:
 
     elapsed = time.monotonic() - t0
     losses = [h["loss"] for h in state.log_history if "loss" in h]
-    manifest = _manifest(cfg, kernel, resume, state, result, losses, elapsed, str(device()))
+    if w.distributed:  # what each rank needed (after rank 0's last progress line: one stream per pod)
+        distributed.barrier()
+        distributed.emit({"event": "memory", "rank": w.rank, "peakBytes": distributed.peak_memory_bytes(w)})
+    manifest = _manifest(cfg, kernel, resume, state, result, losses, elapsed, w)
     if grpo is not None:
         manifest["metrics"].update(grpo.summary(state.log_history))
-    publish(trainer.model, tokenizer, out, manifest)
+    adapter = distributed.full_trainable_state(trainer.model) if w.distributed else None
+    if w.main:
+        publish(trainer.model, tokenizer, out, manifest, state_dict=adapter)
+    distributed.barrier()
     return manifest
 
 
-def _manifest(cfg, kernel, resume, state, result, losses, elapsed, dev) -> dict:
+def _manifest(cfg, kernel, resume, state, result, losses, elapsed, w: World) -> dict:
     import peft
     import torch
     import transformers
     import trl
+
+    from .modeling import device as _device
 
     return {
         "adapterName": cfg.output.adapter_name,
@@ -259,7 +336,9 @@ def _manifest(cfg, kernel, resume, state, result, losses, elapsed, dev) -> dict:
             "finalLoss": losses[-1] if losses else None,
             "tokens": state.num_input_tokens_seen,
             "runtimeSeconds": round(elapsed, 3),
-            "device": dev,
+            "device": str(distributed.device(w)) if w.distributed else str(_device()),
+            "ranks": w.size,
+            "peakMemoryBytes": distributed.peak_memory_bytes(w),
         },
         "versions": {
             "torch": torch.__version__,

@@ -47,6 +47,9 @@ def _run(kind: str, fn, *args: Any) -> None:
         except reconcile.ApplyForbidden as e:
             # Reported in status and an Event; an admin may lift it (RBAC, quota, policy).
             raise kopf.TemporaryError(str(e), delay=60) from None
+        except reconcile.Blocked as e:
+            # Reported in status and an Event; what blocks it (a claim) may change without the spec.
+            raise kopf.TemporaryError(str(e), delay=60) from None
         except DynamicApiError as e:
             if e.status == 404 or (e.status == 403 and "being terminated" in str(e.body)):
                 return  # deleted mid-reconcile, or its namespace is going away: nothing left to do
@@ -96,6 +99,7 @@ def training_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         body.metadata.namespace,
         body.metadata.labels[f"{GROUP}/finetunejob"],
         _emit,
+        memo.settings,  # a several-pod job's next attempt is created here, once the failed one is gone
     )
 
 

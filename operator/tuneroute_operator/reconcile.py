@@ -22,6 +22,7 @@ from tuneroute_trainer.contract import API_VERSION, describe, now
 from .api.common import Condition
 from .api.finetunejob import FineTuneJobSpec, FineTuneJobStatus
 from .api.modelroute import ModelRouteSpec, ModelRouteStatus
+from .builders import distributed as dist_build
 from .builders import finetunejob as ftj_build
 from .builders import modelroute as route_build
 from .builders.common import CONFIG_HASH, MergePatch, Owner
@@ -29,6 +30,7 @@ from .kube import Kube
 from .settings import Settings
 from .status import conditions as cond
 from .status import finetunejob as ftj_status
+from .status import gang
 from .status import modelroute as route_status
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,10 @@ class InvalidSpec(Exception):
 class ApplyForbidden(Exception):
     """A child the API server would not let us write (403: RBAC, a quota, an admission policy).
     Reported in status and an Event; retried slowly, since an admin can lift it."""
+
+
+class Blocked(Exception):
+    """The spec is fine but something it names is not usable yet (status says what): looked at again later."""
 
 
 # A finished FineTuneJob stays finished (see _finetunejob_status).
@@ -97,7 +103,15 @@ def _apply_children(
     return applied
 
 
-WARNING_REASONS = ("InvalidSpec", "ApplyFailed", "ApplyForbidden", "OutputInUse", route_status.CONFIG_REFUSED)
+WARNING_REASONS = (
+    "InvalidSpec",
+    "ApplyFailed",
+    "ApplyForbidden",
+    "OutputInUse",
+    "SharedStorageRequired",
+    "Restarting",
+    route_status.CONFIG_REFUSED,
+)
 
 
 def _emit_transitions(emit: Emit, body: dict, before: list[dict] | None, after: list[Condition]) -> None:
@@ -162,7 +176,9 @@ def finetunejob(
         return
     try:
         spec = FineTuneJobSpec.model_validate(body["spec"])
-        children = ftj_build.children(owner, spec, settings)
+        job = _current_job(kube, owner.namespace, owner.name) if dist_build.gang(spec) else None
+        scheduling = dist_build.scheduling_labels(body["metadata"].get("labels"))
+        children = ftj_build.children(owner, spec, settings, gang.attempt(job) if job else 1, scheduling)
     except ValidationError as e:
         _fail(kube, emit, body, "InvalidSpec", f"invalid spec: {describe(e, 'spec')}", ftj_status.TYPES)
         raise InvalidSpec(describe(e, "spec")) from None
@@ -176,24 +192,50 @@ def finetunejob(
         )
         _fail(kube, emit, body, "OutputInUse", message, ftj_status.TYPES)
         raise InvalidSpec(message)
+    if dist_build.gang(spec):
+        claims = {c: kube.get("v1", "PersistentVolumeClaim", owner.namespace, c) for c in dist_build.claim_names(spec)}
+        if problem := dist_build.shared_storage_problem(spec, claims):
+            _fail(kube, emit, body, "SharedStorageRequired", problem, ftj_status.TYPES, terminal=False)
+            raise Blocked(problem)
     writes: list[dict[str, Any] | MergePatch] = list(children)
-    if old.get("jobName"):
-        writes[-1] = ftj_build.job_update(owner, spec)  # the Job exists: only suspend may change
+    if old.get("jobName"):  # the Job exists: only suspend may change
+        writes[-1] = ftj_build.job_update(owner, spec, scheduling, job["metadata"]["name"] if job else old["jobName"])
     _apply_children(kube, emit, body, writes, ftj_status.TYPES)
-    finetunejob_status(kube, owner.namespace, owner.name, emit)
+    finetunejob_status(kube, owner.namespace, owner.name, emit, settings)
 
 
-def finetunejob_status(kube: Kube, namespace: str, name: str, emit: Emit) -> None:
-    """Recompute a FineTuneJob's status from its Job (and, when it is not running, the Job's pods)."""
+def _current_job(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+    """Several pods: the latest attempt's Job (each attempt is a Job of its own)."""
+    return gang.current(kube.list("batch/v1", "Job", namespace, f"tuneroute.io/finetunejob={name}"))
+
+
+def finetunejob_status(kube: Kube, namespace: str, name: str, emit: Emit, settings: Settings | None = None) -> None:
+    """Recompute a FineTuneJob's status from its Job (and, when it is not running, the Job's pods).
+    With `settings`, a several-pod FineTuneJob whose failed attempt was ended gets its next one."""
     with _lock("FineTuneJob", namespace, name):
         body = kube.get(API_VERSION, "FineTuneJob", namespace, name)
         if body is not None and body["metadata"].get("deletionTimestamp") is None:
-            _finetunejob_status(kube, body, emit)
+            _finetunejob_status(kube, body, emit, settings)
     if body is None:
         _locks.pop(("FineTuneJob", namespace, name), None)  # gone: forget its lock
 
 
-def _finetunejob_status(kube: Kube, body: dict[str, Any], emit: Emit) -> None:
+def _next_attempt(
+    kube: Kube, settings: Settings | None, body: dict[str, Any], spec: FineTuneJobSpec, job: dict | None, emit: Emit
+) -> dict | None:
+    """Several pods: when the latest attempt failed and another may fix it, create the next
+    attempt's Job (a new name and rendezvous id; every rank resumes from the last checkpoint).
+    Returns the Job to report on."""
+    if job is None or settings is None:
+        return job
+    if not gang.restart_due(job, ftj_status.failed_reason(job), spec.backoff_limit):
+        return job
+    scheduling = dist_build.scheduling_labels(body["metadata"].get("labels"))
+    children = ftj_build.children(Owner.of(body), spec, settings, gang.attempt(job) + 1, scheduling)
+    return _apply_children(kube, emit, body, children, ftj_status.TYPES)[-1]
+
+
+def _finetunejob_status(kube: Kube, body: dict[str, Any], emit: Emit, settings: Settings | None = None) -> None:
     meta, old = body["metadata"], body.get("status") or {}
     ns, name = meta["namespace"], meta["name"]
     if old.get("phase") in TERMINAL:
@@ -202,21 +244,37 @@ def _finetunejob_status(kube: Kube, body: dict[str, Any], emit: Emit) -> None:
         if old.get("observedGeneration") != meta.get("generation"):
             kube.patch_status(API_VERSION, "FineTuneJob", ns, name, {"observedGeneration": meta.get("generation")})
         return
-    job = kube.get("batch/v1", "Job", ns, name)
+    try:
+        spec: FineTuneJobSpec | None = FineTuneJobSpec.model_validate(body["spec"])
+    except ValidationError:
+        spec = None  # reported by the spec's own reconcile; the Job, if any, still has a status
+    nodes = spec.resources.nodes if spec else 1
+    if spec and nodes > 1:
+        job = _next_attempt(kube, settings, body, spec, _current_job(kube, ns, name), emit)
+    else:
+        job = kube.get("batch/v1", "Job", ns, name)
     jst = (job or {}).get("status") or {}
-    # Pods explain a failure (termination message) or a wait (the scheduler's message).
-    pods = kube.list("v1", "Pod", ns, f"job-name={name}") if job and not jst.get("ready") else []
+    job_name = job["metadata"]["name"] if job else name
+    # Pods explain a failure (termination message) or a wait (the scheduler's message); with
+    # several pods, also which of them run.
+    listed = job and (nodes > 1 or not jst.get("ready"))
+    pods = kube.list("v1", "Pod", ns, f"job-name={job_name}") if listed else []
     suspend = bool((body.get("spec") or {}).get("suspend"))
-    phase, wanted, message = ftj_status.phase_and_conditions(job, pods, suspend)
+    phase, wanted, message = ftj_status.phase_and_conditions(job, pods, suspend, nodes)
+    if spec and job and nodes > 1 and phase == "Pending" and (n := gang.attempt(job)) > 1:
+        # A retry on its way: say which attempt failed and why until every pod of this one runs.
+        before = kube.list("v1", "Pod", ns, f"job-name={dist_build.job_name(Owner.of(body), n - 1)}")
+        message = gang.restarting_message(n, spec.backoff_limit, message, gang.root_cause(before))
+        wanted = ftj_status.pending("Restarting", message)
     adapter = None
-    if phase == "Succeeded":
-        adapter = ftj_status.adapter(Owner.of(body), FineTuneJobSpec.model_validate(body["spec"]))
+    if phase == "Succeeded" and spec:
+        adapter = ftj_status.adapter(Owner.of(body), spec)
     status = FineTuneJobStatus(
         phase=phase,
         conditions=cond.merge(old.get("conditions"), wanted, now(), meta.get("generation", 1)),
         observed_generation=meta.get("generation"),
-        job_name=name if job else None,
-        attempts=ftj_status.attempts(job),
+        job_name=job_name if job else None,
+        attempts=ftj_status.attempts(job, nodes),
         start_time=jst.get("startTime"),
         completion_time=jst.get("completionTime"),
         message=message,

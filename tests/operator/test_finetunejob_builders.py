@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from tuneroute_operator.api.finetunejob import FineTuneJobSpec
+from tuneroute_operator.builders import distributed
 from tuneroute_operator.builders import finetunejob as build
 from tuneroute_operator.builders.common import Owner
 from tuneroute_operator.settings import Settings
@@ -109,3 +110,128 @@ def test_the_trainer_config_carries_the_jobs_identity(ftj_body):
     the old one's state."""
     cm = _children(ftj_body)[0]
     assert TrainerConfig.model_validate(yaml.safe_load(cm["data"]["trainer.yaml"])).output.run_id == "uid-ftj"
+
+
+# Several ranks: torchrun in one pod, an Indexed Job and its headless Service across pods.
+
+
+def _with(body, **resources):
+    body["spec"]["resources"].update(resources)
+    return body
+
+
+def _trainer(job):
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_one_gpu_keeps_the_plain_single_process_trainer(ftj_body):
+    *_, job = _children(ftj_body)
+    assert "command" not in _trainer(job) and _trainer(job)["args"] == ["--config", "/etc/tuneroute/trainer.yaml"]
+    assert "completionMode" not in job["spec"] and "subdomain" not in job["spec"]["template"]["spec"]
+
+
+def test_several_gpus_in_one_pod_run_torchrun_standalone(ftj_body):
+    kinds = [c["kind"] for c in _children(_with(ftj_body, gpus=4))]
+    assert kinds == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Job"]  # no Service: one pod
+    job = _children(ftj_body)[-1]
+    trainer = _trainer(job)
+    assert trainer["command"] == ["python", "-m", "tuneroute_trainer.torchrun"]
+    assert trainer["args"][:2] == ["--standalone", "--nproc-per-node=4"]
+    assert trainer["args"][-4:] == ["-m", "tuneroute_trainer", "--config", "/etc/tuneroute/trainer.yaml"]
+    assert job["spec"]["backoffLimit"] == 3  # one pod: the Job's own retries, as for one GPU
+
+
+def test_two_nodes_of_eight_gpus_render_an_indexed_job_a_headless_service_and_torchrun(ftj_body):
+    """The example FineTuneJob with `gpus: 1` changed to `gpus: 8, nodes: 2`."""
+    children = _children(_with(ftj_body, gpus=8, nodes=2))
+    assert [c["kind"] for c in children] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Service", "Job"]
+    service, job = children[-2:]
+    name = ftj_body["metadata"]["name"]
+
+    assert service["metadata"]["name"] == f"{name}-ranks"
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    pod = job["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
+    assert spec["backoffLimit"] == 0  # a failed pod fails the attempt; the operator starts the next
+    assert pod["spec"]["subdomain"] == f"{name}-ranks"
+    assert job["metadata"]["annotations"]["tuneroute.io/attempt"] == "1"
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]},
+    }
+
+    trainer = _trainer(job)
+    assert trainer["resources"]["limits"]["nvidia.com/gpu"] == "8"  # per pod
+    assert trainer["command"] == ["python", "-m", "tuneroute_trainer.torchrun"]
+    assert trainer["args"] == [
+        "--nnodes=2",
+        "--nproc-per-node=8",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={name}-0.{name}-ranks:29400",
+        "--rdzv-id=$(TUNEROUTE_RDZV_ID)",
+        "--rdzv-conf=join_timeout=1800",
+        "--max-restarts=0",
+        "--shutdown-timeout=100",
+        "-m",
+        "tuneroute_trainer",
+        "--config",
+        "/etc/tuneroute/trainer.yaml",
+    ]
+    rdzv = next(e for e in trainer["env"] if e["name"] == "TUNEROUTE_RDZV_ID")
+    assert rdzv["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['batch.kubernetes.io/controller-uid']"
+    # the shutdown timeout leaves each rank time to save its shard inside the pod's grace period
+    assert pod["spec"]["terminationGracePeriodSeconds"] > 100
+
+
+def test_a_retry_of_a_set_of_pods_is_a_new_job_with_new_pod_names(ftj_body):
+    owner = Owner.of(ftj_body)
+    spec = FineTuneJobSpec.model_validate(_with(ftj_body, gpus=8, nodes=2)["spec"])
+    name = owner.name
+    job = build.job(owner, spec, Settings(), "hash", attempt=3)
+    assert job["metadata"]["name"] == f"{name}-a3" and job["metadata"]["annotations"]["tuneroute.io/attempt"] == "3"
+    assert f"--rdzv-endpoint={name}-a3-0.{name}-ranks:29400" in _trainer(job)["args"]
+    assert job["spec"]["template"]["spec"]["subdomain"] == f"{name}-ranks"  # one Service for every attempt
+
+
+def test_cpu_pods_are_one_rank_each(ftj_body):
+    job = _children(_with(ftj_body, gpus=0, nodes=3))[-1]
+    assert "nvidia.com/gpu" not in _trainer(job)["resources"].get("limits", {})
+    assert "--nnodes=3" in _trainer(job)["args"] and "--nproc-per-node=1" in _trainer(job)["args"]
+
+
+def test_kueue_labels_reach_the_job_which_kueue_then_unsuspends(ftj_body):
+    owner = Owner.of(ftj_body)
+    spec = FineTuneJobSpec.model_validate(_with(ftj_body, gpus=8, nodes=2)["spec"])
+    labels = {"kueue.x-k8s.io/queue-name": "gpu-team", "team": "a"}
+    job = build.job(owner, spec, Settings(), "hash", scheduling=distributed.scheduling_labels(labels))
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-team"
+    assert "team" not in job["metadata"]["labels"]
+    assert "suspend" not in job["spec"]  # Kueue owns it: it creates the Job suspended and admits it whole
+    spec.suspend = True
+    assert build.job(owner, spec, Settings(), "hash", scheduling={"kueue.x-k8s.io/queue-name": "q"})["spec"]["suspend"]
+
+
+def _pvc(*modes):
+    return {"spec": {"accessModes": list(modes)}}
+
+
+def test_several_nodes_need_claims_every_node_can_mount(ftj_body):
+    spec = FineTuneJobSpec.model_validate(_with(ftj_body, gpus=8, nodes=2)["spec"])
+    claim = spec.output.pvc
+    assert distributed.shared_storage_problem(spec, {claim: _pvc("ReadWriteMany")}) is None
+    assert distributed.shared_storage_problem(spec, {claim: None}) is None  # not there yet: the pods will say
+    problem = distributed.shared_storage_problem(spec, {claim: _pvc("ReadWriteOnce")})
+    assert problem.startswith(f"spec.output.pvc: claim {claim} is ReadWriteOnce;") and "ReadWriteMany" in problem
+
+    ftj_body["spec"]["dataset"] = {"pvc": "data", "path": "train.jsonl", "format": "chat"}
+    spec = FineTuneJobSpec.model_validate(ftj_body["spec"])
+    claims = {claim: _pvc("ReadWriteMany"), "data": _pvc("ReadWriteOnce")}
+    assert distributed.shared_storage_problem(spec, claims).startswith("spec.dataset.pvc: claim data")
+    claims["data"] = _pvc("ReadOnlyMany")
+    assert distributed.shared_storage_problem(spec, claims) is None
+    one_node = FineTuneJobSpec.model_validate(_with(ftj_body, nodes=1)["spec"])
+    assert distributed.shared_storage_problem(one_node, {claim: _pvc("ReadWriteOnce")}) is None

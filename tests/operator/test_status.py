@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tuneroute_operator.status import conditions as cond
+from tuneroute_operator.status import gang
 from tuneroute_operator.status.finetunejob import attempts, phase_and_conditions
 
 
@@ -91,3 +92,79 @@ def test_transition_time_moves_only_when_status_changes():
     assert [c[0].last_transition_time for c in (first, same, flipped)] == ["t1", "t1", "t3"]
     assert cond.transitions(_wire(first), same) == same  # reason changed: worth an event
     assert cond.transitions(_wire(same), same) == []
+
+
+# Several pods (resources.nodes > 1): all-or-nothing attempts.
+
+
+def _pod(name, phase="Pending", node=None, unschedulable=None, failed=None):
+    """failed: (finishedAt, exit code, message)."""
+    status = {"phase": phase, "conditions": []}
+    if unschedulable:
+        status["conditions"].append(
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable}
+        )
+    if failed:
+        at, code, message = failed
+        status["phase"] = "Failed"
+        status["containerStatuses"] = [
+            {"state": {"terminated": {"exitCode": code, "finishedAt": at, "message": message}}}
+        ]
+    return {"metadata": {"name": name}, "spec": {"nodeName": node} if node else {}, "status": status}
+
+
+def test_several_pods_run_only_when_all_of_them_run():
+    job = _job(active=2, ready=1)
+    one_running = [_pod("a", "Running", "gpu-node-0"), _pod("b", "Pending", "gpu-node-1")]
+    phase, conds, message = phase_and_conditions(job, one_running, suspend=False, nodes=2)
+    assert phase == "Pending" and _by_type(conds)["Ready"].reason == "PodPending" and "1 of 2" in message
+    both = [_pod("a", "Running", "gpu-node-0"), _pod("b", "Running", "gpu-node-1")]
+    assert phase_and_conditions(job, both, suspend=False, nodes=2)[0] == "Running"
+
+
+def test_a_partly_scheduled_job_says_so_with_the_schedulers_reason():
+    verdict = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+    pods = [
+        _pod("a", "Running", "gpu-node-0"),
+        _pod("b", "Running", "gpu-node-1"),
+        _pod("c", unschedulable=verdict),
+    ]
+    phase, conds, message = phase_and_conditions(_job(active=3), pods, suspend=False, nodes=3)
+    assert phase == "Pending" and _by_type(conds)["Ready"].reason == "PartiallyScheduled"
+    assert message.startswith("2 of 3 training pods scheduled") and verdict in message
+    none = [_pod("a", unschedulable=verdict), _pod("b", unschedulable=verdict)]
+    phase, conds, message = phase_and_conditions(_job(active=2), none, suspend=False, nodes=2)
+    assert _by_type(conds)["Ready"].reason == "Unschedulable" and verdict in message
+
+
+def test_the_failure_reported_is_the_rank_that_failed_first_not_the_ones_that_lost_it():
+    pods = [
+        _pod("a", failed=("2026-01-01T00:00:05Z", 1, "rank 0 (pod 0): lost contact with the other ranks: gloo")),
+        _pod("b", failed=("2026-01-01T00:00:04Z", 1, "rank 9 (pod 1): training failed: RuntimeError: boom")),
+        _pod("c", failed=("2026-01-01T00:00:01Z", 143, "stopped by SIGTERM")),
+    ]
+    assert gang.root_cause(pods) == "rank 9 (pod 1): training failed: RuntimeError: boom"
+    assert gang.root_cause(pods[:1]) == "rank 0 (pod 0): lost contact with the other ranks: gloo"
+    oom = [_pod("a", failed=("2026-01-01T00:00:05Z", 137, ""))]
+    assert gang.root_cause(oom) == "exit (137)"
+
+
+def test_a_failed_attempt_restarts_while_retries_remain_but_never_after_bad_input():
+    job = {"metadata": {"annotations": {"tuneroute.io/attempt": "2"}}}
+    assert gang.attempt(job) == 2 and attempts(job, nodes=2) == 2
+    assert gang.current([{"metadata": {}}, job]) is job  # the latest attempt's Job
+    assert gang.restart_due(job, "BackoffLimitExceeded", backoff_limit=3)
+    assert not gang.restart_due(job, "BackoffLimitExceeded", backoff_limit=1)  # 2 attempts = 1 + 1 retry: done
+    assert not gang.restart_due(job, "PodFailurePolicy", backoff_limit=3)  # exit code 2: invalid input
+    assert not gang.restart_due(job, "DeadlineExceeded", backoff_limit=3)
+
+
+def test_the_last_failed_attempt_reports_how_many_failed_and_the_root_cause():
+    job = _job([("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")], failed=2)
+    job["metadata"] = {"annotations": {"tuneroute.io/attempt": "4"}}
+    pods = [_pod("b", failed=("2026-01-01T00:00:04Z", 1, "rank 9 (pod 1): training failed: NaN loss"))]
+    phase, conds, message = phase_and_conditions(job, pods, suspend=False, nodes=2)
+    assert phase == "Failed" and _by_type(conds)["Failed"].reason == "BackoffLimitExceeded"
+    assert (
+        message == "4 attempt(s) failed, no retry left (backoffLimit); last: rank 9 (pod 1): training failed: NaN loss"
+    )

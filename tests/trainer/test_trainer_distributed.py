@@ -25,6 +25,8 @@ import pytest
 from safetensors.torch import load_file
 
 from tuneroute_testing.trainer_fixtures import save_tiny_model, trainer_config, write_config
+from tuneroute_trainer.config import TrainerConfig
+from tuneroute_trainer.train import checkpoint_dir
 
 STEPS = 8
 TOL = 1e-5
@@ -130,7 +132,7 @@ def test_two_ranks_shard_the_model_and_match_one_process(model_dir, reference, t
     manifest = json.loads((out / "tuneroute-manifest.json").read_text())
     assert manifest["metrics"]["ranks"] == 2 and manifest["metrics"]["steps"] == STEPS
 
-    ckpt = out / "checkpoints" / f"checkpoint-{STEPS}"
+    ckpt = checkpoint_dir(TrainerConfig.model_validate(cfg)) / f"checkpoint-{STEPS}"
     assert json.loads((ckpt / "tuneroute-checkpoint.json").read_text()) == {"worldSize": 2}
     assert len(list((ckpt / "optimizer").glob("*.distcp"))) == 2  # each rank wrote its own optimizer shard
     assert (ckpt / "adapter_model.safetensors").is_file()  # a stock PEFT adapter, like one process writes

@@ -20,7 +20,9 @@ from .errors import InputError, Preempted
 
 TERMINATION_LOG_ENV = "TUNEROUTE_TERMINATION_LOG"
 RANK_MESSAGES_ENV = "TUNEROUTE_RANK_MESSAGES"  # a directory: rank R writes rank-R (set by our torchrun)
-LOST_PEER = "lost contact with the other ranks"  # a consequence of another rank's failure, not a cause
+# Messages of ranks that failed because another one did (the operator reports the other one).
+LOST_PEER = "lost contact with the other ranks"
+STOPPED = "stopped by"  # the launcher was told to stop (the Job ended the attempt)
 
 
 def _terminate(message: str, code: int) -> int:

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .cli import RANK_MESSAGES_ENV, TERMINATION_LOG_ENV
+from .cli import RANK_MESSAGES_ENV, STOPPED, TERMINATION_LOG_ENV
 
 
 def _with_store_host(argv: list[str]) -> list[str]:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return _terminate(f"{where}: {_describe(rank, failure.exitcode, messages)}", _exit_code(failure.exitcode))
     except SignalException as e:  # this pod was told to stop; its workers had the grace period to checkpoint
         said = sorted(messages.glob("rank-*"), key=lambda p: int(p.name.removeprefix("rank-")))
-        line = next((t for p in said if (t := p.read_text().strip())), f"stopped by {signal.Signals(e.sigval).name}")
+        line = next((t for p in said if (t := p.read_text().strip())), f"{STOPPED} {signal.Signals(e.sigval).name}")
         return _terminate(line, 128 + int(e.sigval))
     return 0
 

@@ -177,9 +177,29 @@ class GrpoSpec(GrpoSettings):
 
 
 class ResourcesSpec(ApiModel):
-    """What the training pod asks the scheduler for."""
+    """What each training pod asks the scheduler for, and how many pods."""
 
-    gpus: int = Field(1, ge=0, le=16, description="GPUs per training pod (0 trains on the CPU: tiny models only).")
+    gpus: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description=(
+            "GPUs per training pod, one trainer process (rank) each; 0 trains on the CPU, one rank per pod "
+            "(tiny models only)."
+        ),
+    )
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "Training pods, each with `gpus` GPUs: nodes x gpus ranks share the model (FSDP2) and the batch "
+            "(each rank takes batchSize sequences per step). More than 1 runs an Indexed Job that restarts "
+            "every pod from the last checkpoint when one fails, and needs claims every node can mount: the "
+            "output ReadWriteMany (each rank writes its checkpoint shard), a model or dataset claim "
+            "ReadOnlyMany or ReadWriteMany."
+        ),
+    )
     gpu_resource: ExtendedResourceName = Field("nvidia.com/gpu", description="Extended resource name of the GPU.")
     cpu: Quantity | None = Field(None, description="CPU request and limit, e.g. '8'.")
     memory: Quantity | None = Field(None, description="Memory request and limit, e.g. 64Gi.")
@@ -253,7 +273,10 @@ class FineTuneJobSpec(ApiModel):
         3,
         ge=0,
         le=100,
-        description="Pod failures tolerated before the FineTuneJob fails; each retry resumes from the last checkpoint.",
+        description=(
+            "Pod failures tolerated before the FineTuneJob fails; each retry resumes from the last checkpoint. "
+            "With resources.nodes > 1 a failed pod ends the attempt and every pod restarts: retries of the whole set."
+        ),
     )
     active_deadline_seconds: int | None = Field(
         None, ge=1, description="Wall-clock limit for the whole job, in seconds."
@@ -291,9 +314,13 @@ class FineTuneJobStatus(TrainerStatus):
         description="Observed states: Ready, Running, Succeeded, Failed, Suspended.",
     )
     observed_generation: int | None = Field(None, description="metadata.generation the operator last acted on.")
-    job_name: str | None = Field(None, description="The batch/v1 Job running the trainer.")
+    job_name: str | None = Field(
+        None, description="The batch/v1 Job running the trainer (with several pods, the latest attempt's)."
+    )
     start_time: str | None = Field(None, description="When training started (RFC 3339).")
     completion_time: str | None = Field(None, description="When training finished (RFC 3339).")
-    attempts: int | None = Field(None, description="Training pods started so far (1 + retries).")
+    attempts: int | None = Field(
+        None, description="Training attempts so far (1 + retries): pods started, or with several pods, sets of pods."
+    )
     message: str | None = Field(None, description="Last noteworthy message, e.g. the trainer's error.")
     adapter: AdapterLocation | None = Field(None, description="Where the finished adapter is.")

@@ -1,4 +1,5 @@
-"""FineTuneJob -> trainer ConfigMap, ServiceAccount/Role/RoleBinding and batch/v1 Job."""
+"""FineTuneJob -> trainer ConfigMap, ServiceAccount/Role/RoleBinding, batch/v1 Job (and, for
+several pods, the headless Service of their ranks: see builders/distributed.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tuneroute_trainer.config import GrpoSpec as TrainerGrpo
 from .. import GROUP
 from ..api.finetunejob import FineTuneJobSpec, GrpoSpec
 from ..settings import Settings
+from . import distributed
 from .common import (
     CONFIG_HASH,
     RESTRICTED_CONTAINER,
@@ -256,6 +258,7 @@ def _env(spec: FineTuneJobSpec) -> tuple[list[dict], list[dict]]:
         {"name": "HF_HOME", "value": MODEL_CACHE},
         {"name": "TUNEROUTE_TERMINATION_LOG", "value": "/dev/termination-log"},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        *distributed.env(spec),
     ]
     if spec.secrets.hf_token:
         ref = spec.secrets.hf_token
@@ -264,14 +267,24 @@ def _env(spec: FineTuneJobSpec) -> tuple[list[dict], list[dict]]:
     return env, env_from
 
 
-def job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, config_hash: str) -> dict[str, Any]:
+def job(
+    owner: Owner,
+    spec: FineTuneJobSpec,
+    settings: Settings,
+    config_hash: str,
+    attempt: int = 1,
+    scheduling: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The training Job. `attempt`: which one, for several pods (each attempt is a new Job);
+    `scheduling`: labels for a batch scheduler (Kueue), from the FineTuneJob's own."""
     volumes, mounts = _volumes(owner, spec)
     env, env_from = _env(spec)
+    name = distributed.job_name(owner, attempt) if distributed.gang(spec) else owner.name
     container: dict[str, Any] = {
         "name": "trainer",
         "image": spec.image or settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "args": ["--config", posixpath.join(CONFIG_DIR, CONFIG_FILE)],
+        **distributed.container_fields(owner, spec, posixpath.join(CONFIG_DIR, CONFIG_FILE), name),
         "env": env,
         "resources": _resources(spec),
         "volumeMounts": mounts,
@@ -288,6 +301,7 @@ def job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, config_hash: st
         "securityContext": RESTRICTED_POD,
         "containers": [container],
         "volumes": volumes,
+        **distributed.pod_fields(owner, spec),
     }
     if spec.grpo and spec.grpo.rollouts.vllm is not None:
         pod_spec["initContainers"] = [vllm_sidecar(spec, settings.image_pull_policy, mounts, env)]
@@ -298,6 +312,7 @@ def job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, config_hash: st
     job_spec: dict[str, Any] = {
         "suspend": spec.suspend,
         "backoffLimit": spec.backoff_limit,
+        **distributed.job_fields(spec),
         "podFailurePolicy": {
             "rules": [
                 {
@@ -313,32 +328,55 @@ def job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, config_hash: st
             "spec": pod_spec,
         },
     }
+    if scheduling and not spec.suspend:
+        # Kueue creates such a Job suspended and unsuspends it once the whole Job fits: the
+        # operator sets suspend only when the user asks for it, so the two never fight over it.
+        del job_spec["suspend"]
     if spec.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if spec.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": metadata(owner, owner.name, "trainer", {CONFIG_HASH: config_hash}),
-        "spec": job_spec,
-    }
+    annotations = {CONFIG_HASH: config_hash}
+    if distributed.gang(spec):
+        annotations[distributed.ATTEMPT] = str(attempt)
+    meta = metadata(owner, name, "trainer", annotations)
+    meta["labels"] |= scheduling or {}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
 
 
-def job_update(owner: Owner, spec: FineTuneJobSpec) -> MergePatch:
+def job_update(
+    owner: Owner, spec: FineTuneJobSpec, scheduling: dict[str, str] | None = None, name: str | None = None
+) -> MergePatch:
     """What may change in an existing Job: suspend. Its pod template is immutable, and may come
-    from an older operator whose template differs: re-applying the whole Job would be refused."""
+    from an older operator whose template differs: re-applying the whole Job would be refused.
+    A Job a batch scheduler admits (`scheduling` labels) is unsuspended by that scheduler: only a
+    user's suspend is passed on."""
+    job_spec = {"suspend": True} if scheduling and spec.suspend else {} if scheduling else {"suspend": spec.suspend}
     return MergePatch(
         {
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": {"name": owner.name, "namespace": owner.namespace},
-            "spec": {"suspend": spec.suspend},
+            "metadata": {"name": name or owner.name, "namespace": owner.namespace},
+            "spec": job_spec,
         }
     )
 
 
-def children(owner: Owner, spec: FineTuneJobSpec, settings: Settings) -> list[dict[str, Any]]:
+def ranks_service(owner: Owner) -> dict[str, Any]:
+    """The headless Service that gives each pod of a several-pod Job its DNS name."""
+    meta = metadata(owner, distributed.service_name(owner), "trainer")
+    return distributed.service(meta, labels(owner, "trainer"))
+
+
+def children(
+    owner: Owner,
+    spec: FineTuneJobSpec,
+    settings: Settings,
+    attempt: int = 1,
+    scheduling: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """Every child of a FineTuneJob, in creation order (the Job last, once its inputs exist)."""
     cm = configmap(owner, spec)
-    return [cm, *rbac(owner), job(owner, spec, settings, cm["metadata"]["annotations"][CONFIG_HASH])]
+    service = [ranks_service(owner)] if distributed.gang(spec) else []
+    config_hash = cm["metadata"]["annotations"][CONFIG_HASH]
+    return [cm, *rbac(owner), *service, job(owner, spec, settings, config_hash, attempt, scheduling)]

@@ -7,6 +7,7 @@ from typing import Any
 from ..api.finetunejob import AdapterLocation, FineTuneJobSpec, Phase
 from ..builders import finetunejob as build
 from ..builders.common import Owner
+from . import gang
 from .conditions import Cond
 
 TYPES = ("Ready", "Running", "Succeeded", "Failed", "Suspended")
@@ -41,10 +42,17 @@ def _termination_message(pods: list[dict[str, Any]]) -> str | None:
     return latest[1] if latest and latest[1] else None
 
 
+def failed_reason(job: dict[str, Any] | None) -> str | None:
+    """Why the Job failed (its condition's reason), None while it has not."""
+    c = job and (_job_condition(job, "Failed") or _job_condition(job, "FailureTarget"))
+    return (c.get("reason") or "JobFailed") if c else None
+
+
 def phase_and_conditions(
-    job: dict[str, Any] | None, pods: list[dict[str, Any]], suspend: bool
+    job: dict[str, Any] | None, pods: list[dict[str, Any]], suspend: bool, nodes: int = 1
 ) -> tuple[Phase, list[Cond], str | None]:
-    """(phase, conditions, message) of a FineTuneJob whose Job is `job` (None: not created yet)."""
+    """(phase, conditions, message) of a FineTuneJob whose Job is `job` (None: not created yet).
+    `nodes` > 1: an Indexed Job of that many pods, running only when all of them run."""
     if job is None:
         message = "waiting for the training Job to be created"
         return "Pending", _conds("Pending", "JobNotCreated", message), message
@@ -57,11 +65,20 @@ def phase_and_conditions(
         )
     if c := (_job_condition(job, "Failed") or _job_condition(job, "FailureTarget")):
         reason = c.get("reason") or "JobFailed"
-        detail = _termination_message(pods)
-        message = f"{c.get('message') or reason}" + (f": {detail}" if detail else "")
+        detail = gang.root_cause(pods) if nodes > 1 else _termination_message(pods)
+        if nodes > 1 and reason in gang.RETRYABLE:
+            n = gang.attempt(job)
+            message = f"{n} attempt(s) failed, no retry left (backoffLimit)" + (f"; last: {detail}" if detail else "")
+        else:
+            message = f"{c.get('message') or reason}" + (f": {detail}" if detail else "")
         return "Failed", _conds("Failed", reason, message), message
     if _job_condition(job, "Suspended") or (suspend and not st.get("active")):
         return "Suspended", _conds("Suspended", "JobSuspended", "suspended; set spec.suspend=false to resume"), None
+    if nodes > 1:
+        if wait := gang.waiting(pods, nodes):
+            return "Pending", _conds("Pending", *wait), wait[1]
+        message = f"all {nodes} training pods are running"
+        return "Running", _conds("Running", "TrainerRunning", message), None
     # Ready (kubelet-reported), or finished while the Job controller has yet to count it:
     # either way the trainer ran, and the phase must not step back to Pending in between.
     if st.get("ready") or any((p.get("status") or {}).get("phase") in ("Running", "Succeeded") for p in pods):
@@ -76,6 +93,10 @@ def phase_and_conditions(
     return "Pending", _conds("Pending", reason, message), message
 
 
+def pending(reason: str, message: str) -> list[Cond]:
+    return _conds("Pending", reason, message)
+
+
 def _conds(phase: Phase, reason: str, message: str) -> list[Cond]:
     """Ready follows success; each phase-named condition is True only in its own phase."""
     out = [Cond("Ready", phase == "Succeeded", reason, message)]
@@ -84,8 +105,11 @@ def _conds(phase: Phase, reason: str, message: str) -> list[Cond]:
     return out
 
 
-def attempts(job: dict[str, Any] | None) -> int:
-    """Pods started so far; finished pods the Job has not counted yet are still attempts."""
+def attempts(job: dict[str, Any] | None, nodes: int = 1) -> int:
+    """Pods started so far; finished pods the Job has not counted yet are still attempts.
+    Several pods: the attempt the Job is (each restarts every pod)."""
+    if nodes > 1:
+        return gang.attempt(job)
     st = (job or {}).get("status") or {}
     uncounted = st.get("uncountedTerminatedPods") or {}
     counted = sum(int(st.get(k) or 0) for k in ("active", "succeeded", "failed"))

@@ -125,6 +125,8 @@ CASES = [
         f"{GE} 16",
     ),
     Case("ftj-gpus-17", "ftj", setp("spec.resources.gpus", 17), r"spec\.resources\.gpus", f"{LE} 16"),
+    Case("ftj-nodes-0", "ftj", setp("spec.resources.nodes", 0), r"spec\.resources\.nodes", f"{GE} 1"),
+    Case("ftj-nodes-65", "ftj", setp("spec.resources.nodes", 65), r"spec\.resources\.nodes", f"{LE} 64"),
     Case("ftj-backoff-limit-negative", "ftj", setp("spec.backoffLimit", -1), r"spec\.backoffLimit", f"{GE} 0"),
     Case(
         "ftj-precision-fp8",

@@ -99,7 +99,7 @@ def training_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         body.metadata.namespace,
         body.metadata.labels[f"{GROUP}/finetunejob"],
         _emit,
-        memo.settings,  # a several-pod job's next attempt is created here, once the failed one is gone
+        memo.settings,  # a several-pod job's next attempt is created here when its latest Job fails
     )
 
 

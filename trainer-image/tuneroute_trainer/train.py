@@ -239,7 +239,9 @@ def run(cfg: TrainerConfig) -> dict:
     if (done := already_done(cfg, out)) is not None:
         return done
     if w.distributed and cfg.method == "grpo":
-        raise InputError("method", "grpo trains in one process: several ranks (nodes x GPUs > 1) are not supported for it yet")
+        raise InputError(
+            "method", "grpo trains in one process: several ranks (nodes x GPUs > 1) are not supported for it yet"
+        )
     if w.distributed:
         distributed.init(w)
     prepare_output(out, drop_manifest=w.main)

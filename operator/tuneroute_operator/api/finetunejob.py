@@ -58,6 +58,15 @@ TRITON_NEEDS_GPU = Rule(
     "triton runs on GPUs only: set resources.gpus to 1 or more, or use auto, grouped or loop",
     "lora.kernel",
 )
+# The GRPO trainer (its rollouts, its vLLM sidecar) runs in one process; sft and dpo shard across ranks.
+GRPO_ONE_RANK = Rule(
+    "!has(self.method) || self.method != 'grpo' || !has(self.resources) || "
+    "((!has(self.resources.nodes) || self.resources.nodes == 1) && "
+    "(!has(self.resources.gpus) || self.resources.gpus <= 1))",
+    "method grpo trains in one process: set resources.nodes to 1 and resources.gpus to 0 or 1 "
+    "(several ranks are supported for sft and dpo)",
+    "resources",
+)
 
 
 class _Source(ApiModel):
@@ -249,7 +258,7 @@ class SecretsSpec(ApiModel):
 
 
 class FineTuneJobSpec(ApiModel):
-    model_config = rules(*METHOD_RULES, TRITON_NEEDS_GPU)
+    model_config = rules(*METHOD_RULES, TRITON_NEEDS_GPU, GRPO_ONE_RANK)
 
     base_model: BaseModelSpec = Field(description="The model to fine-tune.")
     dataset: DatasetSpec = Field(description="The training data.")
@@ -291,6 +300,7 @@ class FineTuneJobSpec(ApiModel):
     def _rules(self) -> FineTuneJobSpec:
         check_method(self.method, self.dataset.format, self.grpo is not None)
         check(self.lora.kernel != "triton" or self.resources.gpus > 0, TRITON_NEEDS_GPU)
+        check(self.method != "grpo" or (self.resources.nodes == 1 and self.resources.gpus <= 1), GRPO_ONE_RANK)
         return self
 
 

@@ -554,6 +554,13 @@ CASES = [
         "triton runs on GPUs only",
     ),
     Case(
+        "ftj-grpo-on-two-nodes",
+        "ftj",
+        both(grpo(), setp("spec.resources.nodes", 2)),
+        r"spec\.resources",
+        "method grpo trains in one process",
+    ),
+    Case(
         "ftj-target-module-empty-name",
         "ftj",
         setp("spec.lora.targetModules", ["q_proj", ""]),

@@ -92,8 +92,11 @@ def test_two_nodes_of_eight_gpus_run_as_an_indexed_job_restarted_whole_when_a_ra
     header, row = cp.kubectl("-n", namespace, "get", "ftj", "dist", "-o", "wide").stdout.splitlines()[:2]
     at = header.index("ATTEMPTS")
     assert row[at:].split()[0] == "2"  # what `kubectl get` shows (empty columns shift split() positions)
-    restarting = [e for e in events(cp, namespace, "dist") if e["reason"] == "Restarting"]
-    assert restarting and restarting[0]["type"] == "Warning"
+    # kopf posts Events from a queue: the Restarting one may land after the status says Running.
+    restarting = wait_until(
+        lambda: [e for e in events(cp, namespace, "dist") if e["reason"] == "Restarting"], 30, "the Restarting Event"
+    )
+    assert restarting[0]["type"] == "Warning"
     assert restarting[0]["message"].startswith(
         f"attempt 1 failed: {crash}; restarting every pod from the last checkpoint (attempt 2 of at most 4)"
     )

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Download, here (PyPI reachable), the wheels tests/gpu/grpo.sh needs on a GPU machine whose image has torch,
+# Download, here (PyPI reachable), the wheels tests/gpu/grpo.sh (and distributed.sh) need on a GPU machine whose image has torch,
 # triton and the common scientific stack but not the trainer's pinned packages. Versions come from
 # requirements.lock; the GPU image's Python is 3.12. Writes .whl/ (git-ignored through .git/info/exclude).
 set -euo pipefail

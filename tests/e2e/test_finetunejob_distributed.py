@@ -149,5 +149,10 @@ def test_several_nodes_refuse_an_output_claim_only_one_node_can_mount(control_pl
     assert ftj["status"]["phase"] == "Pending"
     assert ftj["status"]["message"].startswith("spec.output.pvc: claim single-node is ReadWriteOnce;")
     assert get(cp, namespace, "job", "rwo") is None  # nothing runs that could not finish
-    warnings = [e for e in events(cp, namespace, "rwo") if e["type"] == "Warning"]
-    assert any(e["reason"] == "SharedStorageRequired" for e in warnings)
+    wait_until(  # Events are posted from kopf's queue, after the status
+        lambda: [
+            e for e in events(cp, namespace, "rwo") if (e["type"], e["reason"]) == ("Warning", "SharedStorageRequired")
+        ],
+        30,
+        "the SharedStorageRequired Warning",
+    )

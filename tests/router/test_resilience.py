@@ -1,6 +1,7 @@
 """Failures a user would notice: dead or failing backends, overload, and bad config reloads."""
 
 import asyncio
+import time
 
 import httpx
 import openai
@@ -26,6 +27,11 @@ def ask(router, text=EASY, model="auto"):
     return raw.parse(), raw.headers
 
 
+def _timed(router):
+    resp, headers = ask(router)
+    return time.monotonic(), resp, headers
+
+
 def test_killed_backend_falls_back_opens_circuit_and_recovers(tmp_path, pair):
     small, large = pair
     router = start_router(tmp_path, base_config(small, large))
@@ -33,11 +39,20 @@ def test_killed_backend_falls_back_opens_circuit_and_recovers(tmp_path, pair):
         assert ask(router)[1]["x-tuneroute-model"] == "small"
         small.proc.kill()
 
-        results = [ask(router) for _ in range(6)]
+        # (start, end, answer) of each request: the circuit opens during the second one and stays
+        # open for cooldownSeconds, so a request that ended before start2 + cooldown must skip small
+        # (a slow machine may let the cooldown pass later on: those requests may try small again)
+        timed = []
+        for _ in range(6):
+            start = time.monotonic()
+            timed.append((start, *_timed(router)))
+        results = [(r, h) for _, _, r, h in timed]
         assert all(r.model == "large" for r, _ in results)  # every request still succeeds
         attempts = [h["x-tuneroute-attempts"] for _, h in results]
         assert attempts[:2] == ["2", "2"]  # tried small, fell back
-        assert set(attempts[2:]) == {"1"}  # circuit open: small not even tried
+        cooldown = base_config(small, large)["dispatch"]["cooldownSeconds"]
+        while_open = [h["x-tuneroute-attempts"] for _, end, _, h in timed[2:] if end < timed[1][0] + cooldown]
+        assert while_open and set(while_open) == {"1"}  # circuit open: small not even tried
         assert all("fallback" in h["x-tuneroute-reason"] for _, h in results)
         assert router.metric("tuneroute_circuit_open", model="small") == 1
 

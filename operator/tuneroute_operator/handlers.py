@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -10,10 +14,14 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 
 from . import GROUP, VERSION, metrics, reconcile
 from .builders.common import MANAGED_BY, content_hash
+from .coalesce import Coalescer
 from .kube import Kube
 from .settings import Settings
 
 CHILD = {"app.kubernetes.io/managed-by": MANAGED_BY}
+# A FineTuneJob's status waits this long after an event of its Job or pods, so that the burst of
+# events of one change (a pod is created, scheduled, started, ready within a second) is one update.
+STATUS_DELAY = 1.0
 RETRYABLE = {409, 429, 500, 502, 503, 504}
 
 
@@ -66,8 +74,14 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # our own Events come from _emit; kopf's only on trouble
-    settings.execution.max_workers = 8
+    # Handlers block on the API server, not on the CPU: enough threads to keep it busy (and one
+    # connection each, see Kube.CONNECTIONS).
+    settings.execution.max_workers = 16
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    memo.status_pool = ThreadPoolExecutor(16, thread_name_prefix="status")
+    # kopf gives each object's handlers a shallow copy of this memo: shared state goes in containers.
+    memo.training = {"gone": {}}  # the two indexes below, as kopf hands them to the handlers
+    memo.statuses = Coalescer(lambda key: _training_status(key, memo), delay=STATUS_DELAY, limit=16)
     metrics.serve(memo.settings.metrics_port)
 
 
@@ -84,33 +98,99 @@ def output_users(name: str, namespace: str, spec: kopf.Spec, meta: kopf.Meta, **
 @kopf.on.resume(GROUP, VERSION, "finetunejobs")
 @kopf.on.create(GROUP, VERSION, "finetunejobs")
 @kopf.on.update(GROUP, VERSION, "finetunejobs", field="spec")
-def finetunejob(body: kopf.Body, memo: kopf.Memo, output_users: kopf.Index, **_: Any) -> None:
+def finetunejob(
+    body: kopf.Body, memo: kopf.Memo, output_users: kopf.Index, training_pods: kopf.Index, **_: Any
+) -> None:
     key = reconcile.output_key(body.metadata.namespace, body.metadata.name, dict(body.spec))
     users = list(output_users.get(key, [])) if key else []
-    _run("FineTuneJob", reconcile.finetunejob, memo.kube, memo.settings, dict(body), _emit, users)
+    pods = list(training_pods.get((body.metadata.namespace, body.metadata.name), []))
+    _run("FineTuneJob", reconcile.finetunejob, memo.kube, memo.settings, dict(body), _emit, users, pods)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={**CHILD, f"{GROUP}/finetunejob": kopf.PRESENT})
-def training_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _run(
-        "FineTuneJob",
-        reconcile.finetunejob_status,
-        memo.kube,
-        body.metadata.namespace,
-        body.metadata.labels[f"{GROUP}/finetunejob"],
-        _emit,
-        memo.settings,  # a several-pod job's next attempt is created here when its latest Job fails
-    )
+# The training Jobs and their pods as the watches last saw them, by FineTuneJob: a status
+# computation reads these instead of asking the API server (only the FineTuneJob is read fresh).
+TRAINING = {**CHILD, f"{GROUP}/finetunejob": kopf.PRESENT}
 
 
-@kopf.on.event("", "v1", "pods", labels={**CHILD, f"{GROUP}/finetunejob": kopf.PRESENT})
-def training_pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def _training_key(namespace: str | None, labels: kopf.Labels) -> tuple[str | None, str]:
+    return (namespace, labels[f"{GROUP}/finetunejob"])
+
+
+@kopf.index("batch", "v1", "jobs", labels=TRAINING)
+def training_jobs(namespace: str, name: str, labels: kopf.Labels, status: kopf.Status, **_: Any) -> dict:
+    return {_training_key(namespace, labels): {"metadata": {"name": name}, "status": dict(status)}}
+
+
+@kopf.index("", "v1", "pods", labels=TRAINING)
+def training_pods(namespace: str, name: str, labels: kopf.Labels, status: kopf.Status, **_: Any) -> dict:
+    # What status/finetunejob.py reads of a pod: its phase, conditions and container states.
+    keep = {k: status[k] for k in ("phase", "conditions", "containerStatuses") if k in status}
+    return {_training_key(namespace, labels): {"metadata": {"name": name}, "status": keep}}
+
+
+async def _training_status(key: tuple[str, str], memo: kopf.Memo) -> None:
+    """Recompute one FineTuneJob's status from the indexes (snapshot taken in the event loop)."""
+    jobs, pods, gone = memo.training["jobs"], memo.training["pods"], memo.training["gone"]
+    namespace, name = key
+    # (A several-pod job's attempts are Jobs of other names: its status reads them itself.)
+    job = next((j for j in jobs.get(key, []) if j["metadata"]["name"] == name), None) or gone.get(key)
+    seen = reconcile.Training(job, list(pods.get(key, [])))
+    # settings: a several-pod job's next attempt is created here when its latest Job fails
+    # PermanentError: reported in status and an Event, running it again cannot help (TemporaryError: it may).
+    with contextlib.suppress(kopf.PermanentError):
+        await _in_thread(
+            memo,
+            _run,
+            "FineTuneJob",
+            reconcile.finetunejob_status,
+            memo.kube,
+            namespace,
+            name,
+            _emit,
+            memo.settings,
+            seen,
+        )
+    if job is not None and gone.get(key) is job:
+        # Consumed. A Job deleted while this ran is left for the run its DELETED event queued.
+        gone.pop(key)
+
+
+async def _in_thread(memo: kopf.Memo, fn: Any, *args: Any) -> None:
+    """Run a blocking reconcile on the status threads, in this task's context: kopf.event finds
+    its posting queue in a context variable (the task inherited it from the handler)."""
+    ctx = contextvars.copy_context()
+    await asyncio.get_running_loop().run_in_executor(memo.status_pool, ctx.run, fn, *args)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=TRAINING)
+async def training_job_changed(
+    body: kopf.Body,
+    type: str | None,
+    memo: kopf.Memo,
+    training_jobs: kopf.Index,
+    training_pods: kopf.Index,
+    **_: Any,
+) -> None:
+    memo.training.update(jobs=training_jobs, pods=training_pods)
+    key = _training_key(body.metadata.namespace, body.metadata.labels)
+    if type == "DELETED" and reconcile.job_finished(dict(body)):
+        # ttlSecondsAfterFinished: 0 deletes a Job as it finishes, before the coalesced status
+        # runs. Its last words (the Complete or Failed condition) are what that status needs.
+        memo.training["gone"][key] = {"metadata": {"name": body.metadata.name}, "status": dict(body.status)}
+    memo.statuses.request(key)
+
+
+@kopf.on.event("", "v1", "pods", labels=TRAINING)
+async def training_pod_changed(
+    body: kopf.Body, memo: kopf.Memo, training_jobs: kopf.Index, training_pods: kopf.Index, **_: Any
+) -> None:
     # Scheduling failures change no Job field: only the pod tells why training has not started.
-    training_job_changed(body=body, memo=memo)
+    memo.training.update(jobs=training_jobs, pods=training_pods)
+    memo.statuses.request(_training_key(body.metadata.namespace, body.metadata.labels))
 
 
 @kopf.on.event(GROUP, VERSION, "finetunejobs")
-def finetunejob_changed(
+async def finetunejob_changed(
     body: kopf.Body, memo: kopf.Memo, type: str | None, adapter_entries: kopf.Index, **_: Any
 ) -> None:
     # A route serving this job's adapter picks it up (or drops it) when the job's phase moves.
@@ -118,7 +198,17 @@ def finetunejob_changed(
         return
     entries = adapter_entries.get((body.metadata.namespace, body.metadata.name), [])
     for route in reconcile.routes_waiting_on(entries, dict(body)):
-        _run("ModelRoute", reconcile.modelroute, memo.kube, memo.settings, body.metadata.namespace, route, _emit)
+        await _in_thread(
+            memo,
+            _run,
+            "ModelRoute",
+            reconcile.modelroute,
+            memo.kube,
+            memo.settings,
+            body.metadata.namespace,
+            route,
+            _emit,
+        )
 
 
 # ModelRoute

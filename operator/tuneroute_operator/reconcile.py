@@ -161,13 +161,28 @@ def _fail(
 # FineTuneJob ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Training:
+    """A one-pod FineTuneJob's Job (None: none yet) and that Job's pods, as the operator's watches
+    last saw them: a status computed from these costs no read of the API server."""
+
+    job: dict[str, Any] | None
+    pods: Sequence[dict[str, Any]] = ()
+
+
 def finetunejob(
-    kube: Kube, settings: Settings, body: dict[str, Any], emit: Emit, output_users: Iterable[OutputUser] = ()
+    kube: Kube,
+    settings: Settings,
+    body: dict[str, Any],
+    emit: Emit,
+    output_users: Iterable[OutputUser] = (),
+    pods: Sequence[dict[str, Any]] | None = None,
 ) -> None:
     """Create or update the FineTuneJob's children, then refresh its status.
 
     `output_users`: the FineTuneJobs of the namespace writing to the same output directory
-    (this one included), from the handlers' index."""
+    (this one included), from the handlers' index. `pods`: the training pods as the watches
+    last saw them (None: read them)."""
     owner = Owner.of(body)
     old = body.get("status") or {}
     if old.get("phase") in TERMINAL:
@@ -200,8 +215,16 @@ def finetunejob(
     writes: list[dict[str, Any] | MergePatch] = list(children)
     if old.get("jobName"):  # the Job exists: only suspend may change
         writes[-1] = ftj_build.job_update(owner, spec, scheduling, job["metadata"]["name"] if job else old["jobName"])
-    _apply_children(kube, emit, body, writes, ftj_status.TYPES)
-    finetunejob_status(kube, owner.namespace, owner.name, emit, settings)
+    applied = _apply_children(kube, emit, body, writes, ftj_status.TYPES)
+    # One pod: the Job as the API server just returned it, and its pods as the watches saw them
+    # (a new Job has none yet). Several: read, the latest attempt may be another Job.
+    seen = None if dist_build.gang(spec) or pods is None else Training(applied[-1], pods)
+    finetunejob_status(kube, owner.namespace, owner.name, emit, settings, seen)
+
+
+def job_finished(job: dict[str, Any]) -> bool:
+    """Whether a batch/v1 Job has ended (Complete, Failed, or about to fail)."""
+    return ftj_status.finished(job)
 
 
 def _current_job(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
@@ -209,13 +232,22 @@ def _current_job(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None
     return gang.current(kube.list("batch/v1", "Job", namespace, f"tuneroute.io/finetunejob={name}"))
 
 
-def finetunejob_status(kube: Kube, namespace: str, name: str, emit: Emit, settings: Settings | None = None) -> None:
+def finetunejob_status(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    emit: Emit,
+    settings: Settings | None = None,
+    seen: Training | None = None,
+) -> None:
     """Recompute a FineTuneJob's status from its Job (and, when it is not running, the Job's pods).
-    With `settings`, a several-pod FineTuneJob whose failed attempt was ended gets its next one."""
+    With `settings`, a several-pod FineTuneJob whose failed attempt was ended gets its next one.
+    `seen`: a one-pod job's Job and pods as the watches saw them, else they are read. The
+    FineTuneJob itself is read fresh, so that each status starts from the one written before it."""
     with _lock("FineTuneJob", namespace, name):
         body = kube.get(API_VERSION, "FineTuneJob", namespace, name)
         if body is not None and body["metadata"].get("deletionTimestamp") is None:
-            _finetunejob_status(kube, body, emit, settings)
+            _finetunejob_status(kube, body, emit, settings, seen)
     if body is None:
         _locks.pop(("FineTuneJob", namespace, name), None)  # gone: forget its lock
 
@@ -235,7 +267,9 @@ def _next_attempt(
     return _apply_children(kube, emit, body, children, ftj_status.TYPES)[-1]
 
 
-def _finetunejob_status(kube: Kube, body: dict[str, Any], emit: Emit, settings: Settings | None = None) -> None:
+def _finetunejob_status(
+    kube: Kube, body: dict[str, Any], emit: Emit, settings: Settings | None = None, seen: Training | None = None
+) -> None:
     meta, old = body["metadata"], body.get("status") or {}
     ns, name = meta["namespace"], meta["name"]
     if old.get("phase") in TERMINAL:
@@ -251,6 +285,8 @@ def _finetunejob_status(kube: Kube, body: dict[str, Any], emit: Emit, settings: 
     nodes = spec.resources.nodes if spec else 1
     if spec and nodes > 1:
         job = _next_attempt(kube, settings, body, spec, _current_job(kube, ns, name), emit)
+    elif seen is not None:
+        job = seen.job
     else:
         job = kube.get("batch/v1", "Job", ns, name)
     jst = (job or {}).get("status") or {}
@@ -258,7 +294,12 @@ def _finetunejob_status(kube: Kube, body: dict[str, Any], emit: Emit, settings: 
     # Pods explain a failure (termination message) or a wait (the scheduler's message); with
     # several pods, also which of them run.
     listed = job and (nodes > 1 or not jst.get("ready"))
-    pods = kube.list("v1", "Pod", ns, f"job-name={job_name}") if listed else []
+    if not listed:
+        pods = []
+    elif seen is not None and nodes == 1:
+        pods = list(seen.pods)
+    else:
+        pods = kube.list("v1", "Pod", ns, f"job-name={job_name}")
     suspend = bool((body.get("spec") or {}).get("suspend"))
     phase, wanted, message = ftj_status.phase_and_conditions(job, pods, suspend, nodes)
     if spec and job and nodes > 1 and phase == "Pending" and (n := gang.attempt(job)) > 1:

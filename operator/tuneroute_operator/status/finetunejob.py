@@ -20,6 +20,10 @@ def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
+def finished(job: dict[str, Any]) -> bool:
+    return any(_job_condition(job, t) for t in ("Complete", "Failed", "FailureTarget"))
+
+
 def _unschedulable(pods: list[dict[str, Any]]) -> str | None:
     """The scheduler's explanation when no node fits (e.g. not enough nvidia.com/gpu)."""
     for pod in pods:

@@ -146,6 +146,8 @@ class Dispatcher:
             later = i + 1 < len(viable)
             if b.gate.busy() and later:
                 continue  # at its limit: prefer the next model to queueing
+            # Serialised before a slot or a half-open trial is taken: nothing raised here can hold one.
+            payload = orjson.dumps({**body, "model": b.model.backend_model})
             if not b.circuit.allow():
                 continue
             if not await b.gate.enter(d.connect_timeout_seconds):
@@ -161,7 +163,6 @@ class Dispatcher:
             self.metrics.in_flight.labels(b.model.name).set(b.gate.in_flight)
             attempts += 1
             m = b.model
-            payload = orjson.dumps({**body, "model": m.backend_model})
             t = time.perf_counter()
             keep_gate = False
             try:

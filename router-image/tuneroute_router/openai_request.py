@@ -36,6 +36,21 @@ CHAT = Endpoint("/chat/completions", "messages")
 COMPLETIONS = Endpoint("/completions", "prompt")
 
 
+# orjson reads 1,024 levels of nesting but writes only about 254 back; real requests nest a handful.
+MAX_DEPTH = 64
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        children = v.values() if isinstance(v, dict) else v
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
 def _invalid(status: int, message: str, code: str, param: str | None = None) -> Response:
     return error_response(status, message, "invalid_request_error", code, param)
 
@@ -50,6 +65,8 @@ def parse(raw: bytes | None, limit: int, endpoint: Endpoint) -> dict[str, Any] |
         return _invalid(400, "request body is not valid JSON", "invalid_json")
     if not isinstance(body, dict):
         return _invalid(400, "request body must be a JSON object", "invalid_json")
+    if _nests_deeper(body, MAX_DEPTH):
+        return _invalid(400, f"request body nests deeper than {MAX_DEPTH} levels", "invalid_json")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         return _invalid(400, "'model' is required", "missing_model", "model")

@@ -293,3 +293,28 @@ def test_configmap_symlink_swap_is_picked_up(tmp_path, pair):
         assert ask(router)[0].model == "large"
     finally:
         router.proc.stop()
+
+
+def test_deeply_nested_json_is_a_400_and_never_wedges_a_backend(tmp_path, pair):
+    """orjson reads 1,024 levels of nesting but writes only about 254: a 700-byte body between
+    the two failed after taking the backend's concurrency slot and was never given it back, so two
+    of them at maxConcurrency 2 made the backend refuse everything until a restart."""
+    small, large = pair
+    cfg = base_config(small, large)
+    cfg["pool"][0]["maxConcurrency"] = 2
+    router = start_router(tmp_path, cfg)
+    nested = b"[" * 300 + b"]" * 300
+    hostile = b'{"model": "small", "messages": [{"role": "user", "content": "hi"}], "metadata": ' + nested + b"}"
+    try:
+        for _ in range(3):
+            r = httpx.post(
+                router.base + "/v1/chat/completions", content=hostile, headers={"content-type": "application/json"}
+            )
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert err["code"] == "invalid_json" and "nest" in err["message"]
+        resp, h = ask(router, model="small")
+        assert resp.model == "small" and h["x-tuneroute-attempts"] == "1"
+        assert router.metric("tuneroute_in_flight", model="small") == 0
+    finally:
+        router.proc.stop()

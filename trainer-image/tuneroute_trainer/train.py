@@ -17,6 +17,7 @@ from .contract import now
 from .distributed import World
 from .errors import InputError, Preempted
 from .progress import StatusReporter, make_callback
+from .trainer_args import shared_trainer_args
 
 MANIFEST = "tuneroute-manifest.json"
 CHECKPOINTS = "checkpoints"
@@ -86,30 +87,11 @@ def _sigterm_callback(w: World):
 
 
 def _trainer_args(cfg: TrainerConfig, ckpt_dir: Path):
-    import torch
-
     t = cfg.training
-    cuda = torch.cuda.is_available()
     common = dict(
-        output_dir=str(ckpt_dir),
-        per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation,
-        learning_rate=t.learning_rate,
+        **shared_trainer_args(cfg, ckpt_dir, t.batch_size, t.max_steps or -1),
         num_train_epochs=t.epochs,
-        max_steps=t.max_steps or -1,
-        seed=t.seed,
-        data_seed=t.seed,
-        bf16=cuda and t.precision == "bf16",
-        fp16=cuda and t.precision == "fp16",
-        use_cpu=not cuda,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=cfg.checkpoint.every_steps,
-        save_total_limit=2,
-        report_to="none",
-        disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0,
         max_length=t.sequence_length,
     )
     if cfg.method == "dpo":

@@ -18,6 +18,7 @@ import torch
 from ..config import GrpoSpec, TrainerConfig
 from ..errors import InputError
 from ..rewards import Reward, build_rewards, preflight
+from ..trainer_args import shared_trainer_args
 from .metrics import grpo_progress
 from .rollouts import TransformersEngine, VllmEngine, adapter_state, run_name
 
@@ -67,25 +68,9 @@ def _grpo(cfg: TrainerConfig) -> GrpoSpec:
 
 def _common_args(cfg: TrainerConfig, ckpt_dir: Path, n_prompts: int) -> dict:
     t, g = cfg.training, _grpo(cfg)
-    cuda = torch.cuda.is_available()
     return dict(
-        output_dir=str(ckpt_dir),
-        per_device_train_batch_size=t.batch_size * g.generations,  # completions: batchSize prompts x generations
-        gradient_accumulation_steps=t.gradient_accumulation,
-        learning_rate=t.learning_rate,
-        max_steps=_steps(cfg, n_prompts),
-        seed=t.seed,
-        data_seed=t.seed,
-        bf16=cuda and t.precision == "bf16",
-        fp16=cuda and t.precision == "fp16",
-        use_cpu=not cuda,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=cfg.checkpoint.every_steps,
-        save_total_limit=2,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+        # completions per micro-batch: batchSize prompts x generations
+        **shared_trainer_args(cfg, ckpt_dir, t.batch_size * g.generations, _steps(cfg, n_prompts)),
         num_generations=g.generations,
         max_completion_length=g.max_completion_length,
         temperature=g.temperature,

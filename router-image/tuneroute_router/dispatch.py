@@ -182,7 +182,12 @@ class Dispatcher:
                     resp.release()
                     backend_s += time.perf_counter() - t
                     self.record_failure(b)
-                    log.warning("backend %s answered %s", m.name, resp.status)
+                    log.warning("backend %s answered %s: %s", m.name, resp.status, refusal[:300])
+                    if resp.status >= 500:
+                        # A backend's 5xx body may hold stack traces, paths or hosts: logged, not relayed.
+                        refusal = error_body(
+                            f"model {m.name} failed with HTTP {resp.status}", "server_error", "backend_error"
+                        )
                     last = Failed(resp.status, refusal, attempts, backend_s, m.name)
                     continue
                 data: bytes | None = None

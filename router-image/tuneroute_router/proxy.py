@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -19,6 +20,14 @@ from .live_config import LiveConfig, State
 from .metrics import Metrics
 from .openai_request import Endpoint, parse, read_body
 from .relay import relay
+
+# A client's x-request-id goes into every decision log line: at most this long, and plain.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+def request_id(given: str | None) -> str:
+    """The client's request id when it is short and plain, else a fresh one."""
+    return given if given is not None and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 class NotReady(Exception):
@@ -60,7 +69,7 @@ class Proxy:
         backends = [st.backends[m.name] for m in decision.candidates]
         result = await self.dispatcher.send(backends, body, endpoint.path, stream, cfg.dispatch)
         rec = decision_log.record(
-            request.headers.get("x-request-id") or uuid.uuid4().hex,
+            request_id(request.headers.get("x-request-id")),
             body["model"],
             decision,
             stream,

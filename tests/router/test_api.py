@@ -180,6 +180,18 @@ def test_metrics_and_decision_log(router, client):
     assert EASY not in router.log_path.read_text()
 
 
+def test_a_client_request_id_is_logged_only_when_short_and_plain(router, client):
+    """Every decision log line carries the client's x-request-id: an 8 KB one (or one with a
+    newline-like payload) must not reach the log; a fresh id stands in for it."""
+    for given, logged in (("req-42.a:b", True), ("x" * 8192, False), ("a b\tc", False)):
+        client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": EASY}], extra_headers={"x-request-id": given}
+        )
+        rid = router.decision_lines()[-1]["request_id"]
+        assert (rid == given) is logged and len(rid) <= 128
+    assert "x" * 200 not in router.log_path.read_text()
+
+
 def test_probes(router):
     assert httpx.get(router.base + "/healthz").status_code == 200
     assert httpx.get(router.base + "/readyz").json() == {"status": "ready"}

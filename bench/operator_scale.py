@@ -278,18 +278,21 @@ def run_once(cp: ControlPlane, args: argparse.Namespace, label: str, src: Path |
 
     lags = [ftjs.first[k] - pods.first[k] for k in ftjs.first if k in pods.first]
 
-    def after(xs: dict[str, float]) -> float | None:
-        return round(max(xs.values()) - t_applied, 1) if xs else None
+    def after(xs: dict[str, float], t: float = t_applied) -> float | None:
+        return round(max(xs.values()) - t, 1) if xs else None
 
     figures = {
         "operator": str(src) if src else "this checkout",
         "apply_seconds": round(t_applied - t_start, 1),
         "jobs_created": len(jobs.first),
         "all_jobs_after_apply_s": after(jobs.first),
+        # The operator starts on the first objects while the apply still runs: from its start too.
+        "all_jobs_after_apply_start_s": after(jobs.first, t_start),
         "pods_running": len(pods.first),
         "all_pods_running_after_apply_s": after(pods.first),
         "finetunejobs_running": len(ftjs.first),
         "all_finetunejobs_running_after_apply_s": after(ftjs.first),
+        "all_finetunejobs_running_after_apply_start_s": after(ftjs.first, t_start),
         "status_lag_p50_s": round(pct(lags, 50), 2) if lags else None,
         "status_lag_p99_s": round(pct(lags, 99), 2) if lags else None,
         "status_lag_max_s": round(max(lags), 2) if lags else None,
@@ -308,8 +311,8 @@ def run_once(cp: ControlPlane, args: argparse.Namespace, label: str, src: Path |
 
 # Figures where smaller is better: their ratio baseline / this checkout.
 COMPARED = (
-    "all_jobs_after_apply_s",
-    "all_finetunejobs_running_after_apply_s",
+    "all_jobs_after_apply_start_s",
+    "all_finetunejobs_running_after_apply_start_s",
     "status_lag_p50_s",
     "status_lag_p99_s",
     "status_lag_max_s",
@@ -404,14 +407,20 @@ Machine: {os.cpu_count()} cores, shared with other work (load average at each ap
 {", ".join(str(runs[n]["load_average_at_start"]) for n in names)}); everything on it: etcd,
 kube-apiserver, controller manager, scheduler, kwok ({r["nodes"]} nodes, 8 nvidia.com/gpu each) and
 the operator (one process, admin kubeconfig). The Job controller and the scheduler run at their
-default API rates, which bound how fast pods exist at all (the "pods Running" row).
+default API rates, which bound how fast pods exist at all (the "pods Running" row). The operator
+starts on the first FineTuneJobs while the apply is still running, and the apply's own duration
+varies with the machine's load (and with the API server's other work, the operator's included):
+compare the rows counted from the apply's start; those counted from its return are the issue's
+targets.
 
 {header}
 {counts}
 {row("`kubectl apply --server-side` of the FineTuneJobs", "apply_seconds")}
+{row("all Jobs exist, after the apply started", "all_jobs_after_apply_start_s")}
 {row("all Jobs exist, after the apply returned", "all_jobs_after_apply_s", target="<= 60 s")}
 {row("all pods Running (the cluster's pace)", "all_pods_running_after_apply_s")}
-{row("all FineTuneJobs Running", "all_finetunejobs_running_after_apply_s")}
+{row("all FineTuneJobs Running, after the apply started", "all_finetunejobs_running_after_apply_start_s")}
+{row("all FineTuneJobs Running, after the apply returned", "all_finetunejobs_running_after_apply_s")}
 {row("status lag p50 (FineTuneJob Running after its pod)", "status_lag_p50_s")}
 {row("status lag p99", "status_lag_p99_s")}
 {row("status lag max", "status_lag_max_s", target="<= 10 s")}

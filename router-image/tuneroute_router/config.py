@@ -149,7 +149,7 @@ class AdapterRef(ApiModel):
 
 class PoolMember(ApiModel):
     """What a ModelRoute's pool entry and the router's pool model share (the CRD's PoolEntry adds
-    where the backend is; PoolModel adds its resolved URL and dispatch limits)."""
+    where the backend is; PoolModel adds its resolved URL and adapter)."""
 
     name: str = Field(
         ...,
@@ -173,12 +173,20 @@ class PoolMember(ApiModel):
     pricing: Pricing = Field(default_factory=Pricing, description="USD per 1M input/output tokens (for cost metrics).")
     context_window: int = Field(..., ge=1, description="Maximum prompt plus completion tokens the model accepts.")
     capabilities: Capabilities = Field(default_factory=Capabilities, description="Hard capabilities: tools, vision.")
+    max_concurrency: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="Requests in flight to this model at once, per router replica; more wait up to "
+        "dispatch.connectTimeoutSeconds for a slot (or go to another capable model), then get a 503.",
+    )
+    timeout_seconds: float = Field(
+        300.0, gt=0, le=3600, description="Longest a non-streamed request, or a pause in a stream, may take."
+    )
 
 
 class PoolModel(PoolMember):
     url: HttpUrl = Field(..., description="Backend base URL including /v1, e.g. http://vllm-small.ns.svc:8000/v1.")
-    max_concurrency: int = Field(64, ge=1, description="In-flight requests allowed to this backend.")
-    timeout_seconds: float = Field(300.0, gt=0, description="Whole-request timeout for this backend.")
     adapter: AdapterRef | None = Field(
         None, description="LoRA adapter to load on the vLLM backend before sending it traffic."
     )

@@ -79,13 +79,20 @@ def test_examples_for_a_tier_no_entry_has_are_refused_with_the_spec(route_body):
 
 def test_pool_entries_carry_every_shared_field_into_the_router_config(route_body):
     """A PoolEntry is a PoolMember plus its backend: every shared field reaches the router."""
-    route_body["spec"]["pool"][0].update(model="qwen3-4b-instruct", capabilities={"tools": True, "vision": True})
+    route_body["spec"]["pool"][0].update(
+        model="qwen3-4b-instruct",
+        capabilities={"tools": True, "vision": True},
+        maxConcurrency=4,
+        timeoutSeconds=30,
+    )
     spec = ModelRouteSpec.model_validate(route_body["spec"])
     model = _resolve(route_body, {"qwen3-support": SUCCEEDED})[0].model
     entry = spec.pool[0]
     assert {k: getattr(model, k) for k in PoolMember.model_fields} == {
         k: getattr(entry, k) for k in PoolMember.model_fields
     }
+    # The router's per-backend limits are the route's to set (they were fixed at 64 and 300 s).
+    assert (model.max_concurrency, model.timeout_seconds) == (4, 30)
 
 
 def test_config_checksum_is_on_the_deployment_not_the_pod_template(route_body):

@@ -322,6 +322,20 @@ CASES = [
     Case("mroute-tier-0", "mroute", setp("spec.pool.0.tier", 0), r"spec\.pool\[0\]\.tier", f"{GE} 1"),
     Case("mroute-tier-11", "mroute", setp("spec.pool.0.tier", 11), r"spec\.pool\[0\]\.tier", f"{LE} 10"),
     Case(
+        "mroute-max-concurrency-0",
+        "mroute",
+        setp("spec.pool.0.maxConcurrency", 0),
+        r"spec\.pool\[0\]\.maxConcurrency",
+        f"{GE} 1",
+    ),
+    Case(
+        "mroute-timeout-seconds-0",
+        "mroute",
+        setp("spec.pool.0.timeoutSeconds", 0),
+        r"spec\.pool\[0\]\.timeoutSeconds",
+        "greater than 0",
+    ),
+    Case(
         "mroute-policy-mode-cheap",
         "mroute",
         setp("spec.policy.mode", "cheap"),

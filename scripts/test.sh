@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command: build what the tests need (cached outside the repo), run the lint checks,
-# then the tests.
+# The test command: build what the tests need (cached outside the repo), run the lint and type
+# checks, then the tests.
 #   scripts/test.sh [pytest args...]        (with pytest args: only those tests, no checks)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,6 +15,8 @@ if [ $# -eq 0 ] || [ "${TUNEROUTE_CHECKS:-}" = 1 ]; then
   echo "test.sh: ruff (lint, format)..." >&2
   ruff check --output-format concise .
   ruff format --check --quiet .
+  echo "test.sh: mypy (types; about 20 s cold)..." >&2
+  mypy
 fi
 export LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 exec python -m pytest "$@"

@@ -205,7 +205,7 @@ def finetunejob_crd() -> dict:
         "FineTuneJob trains a LoRA adapter for a base model (Mixture-of-Experts first) on one dataset, as a batch/v1 Job on GPU nodes."
     )
     _immutable_except(spec, {"suspend"}, "FineTuneJob")
-    columns = [
+    columns: list[dict[str, Any]] = [
         {
             "name": "Phase",
             "type": "string",
@@ -250,7 +250,7 @@ def modelroute_crd() -> dict:
     spec["description"] = (
         "ModelRoute serves one OpenAI-compatible endpoint that routes each request to the cheapest capable model in a pool, and says which and why."
     )
-    columns = [
+    columns: list[dict[str, Any]] = [
         {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].status"},
         {
             "name": "Backends",

@@ -10,7 +10,7 @@ from .errors import InputError
 _EXTENSIONS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 # columns each format needs; trl's columns are: messages | prompt+completion | text | prompt+chosen+rejected
-REQUIRED = {
+REQUIRED: dict[str, list[tuple[str, ...]]] = {
     "chat": [("messages",)],
     "instruction": [("instruction", "output")],
     "completion": [("prompt", "completion"), ("text",)],
@@ -25,8 +25,8 @@ def _local_files(path: str) -> tuple[str, list[str]]:
     files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.suffix in _EXTENSIONS)
     if not files:
         raise InputError("dataset.path", f"no .json, .jsonl or .parquet file in {path}")
-    kinds = {_EXTENSIONS.get(f.suffix) for f in files}
-    if None in kinds or len(kinds) > 1:
+    kinds = {_EXTENSIONS.get(f.suffix, "") for f in files}
+    if "" in kinds or len(kinds) > 1:
         raise InputError("dataset.path", f"{path}: expected only .json/.jsonl or only .parquet files")
     return kinds.pop(), [str(f) for f in files]
 

@@ -32,6 +32,8 @@ def _source(src: ModelSource) -> tuple[str, dict]:
         if not Path(src.path).is_dir():
             raise InputError("model.path", f"directory {src.path} not found")
         return src.path, {}
+    if src.id is None:  # ModelSource's own rule: exactly one of id and path
+        raise InputError("model", "set id or path")
     return src.id, {"revision": src.revision, "token": hf_token()}
 
 

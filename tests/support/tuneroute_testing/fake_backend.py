@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -22,7 +23,7 @@ from starlette.routing import Route
 
 
 def build(name: str) -> Starlette:
-    state = {
+    state: dict[str, Any] = {
         "fail_status": 0,
         "delay_s": 0.0,
         "break_stream": False,
@@ -76,7 +77,7 @@ def build(name: str) -> Starlette:
                 yield b"data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        message = {"role": "assistant", "content": None if tool_call else text}
+        message: dict[str, Any] = {"role": "assistant", "content": None if tool_call else text}
         if tool_call:
             message["tool_calls"] = [tool_call]
         out = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import string
 from pathlib import Path
+from typing import Any
 
 from . import REPO
 from .tiny_models import tiny_model
@@ -41,7 +42,7 @@ def save_tiny_model(arch: str, path: Path, seed: int = 0) -> Path:
 
 
 def trainer_config(model_dir: Path, out_dir: Path, fmt: str = "chat", data: str | None = None, **over) -> dict:
-    cfg = {
+    cfg: dict[str, Any] = {
         "model": {"path": str(model_dir)},
         "dataset": {"path": str(data or DATA / f"{fmt}.jsonl"), "format": fmt},
         "method": "dpo" if fmt == "preference" else "sft",

@@ -50,7 +50,7 @@ def resolve_kernel(kernel: Kernel, device: torch.device | str) -> FusedKernel | 
     return "grouped"
 
 
-def _fused_wrapper_class(base: type) -> type:
+def _fused_wrapper_class(base: type[nn.Module]) -> type[nn.Module]:
     def forward(self, x, *args, **kwargs):
         self._check_forward_args(x, *args, **kwargs)
         kwargs.pop("adapter_names", None)

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tuneroute_testing.process import free_port, http_ok, wait_until
+
 REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-bench-" + "7f3a9c1e5b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a"  # both proxies check it
 REQUEST_BODY = json.dumps(
@@ -164,42 +166,27 @@ async def throughput(port: int, model: str, conc: int, seconds: float, path: str
 # ---- orchestration ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pinned(cpu: str, args: list[str]) -> list[str]:
     return (["taskset", "-c", cpu] + args) if shutil.which("taskset") and os.cpu_count() > 1 else args
 
 
+def _alive(proc: subprocess.Popen) -> bool:
+    if proc.poll() is not None:
+        raise RuntimeError(f"process exited with {proc.returncode}")
+    return True
+
+
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} not ready")
+    wait_until(
+        lambda: _alive(proc) and socket.create_connection(("127.0.0.1", port), 0.2).close() is None,
+        timeout,
+        f"port {port}",
+        ignore=(OSError,),
+    )
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            if urllib.request.urlopen(url, timeout=1).status == 200:
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready")
+    wait_until(lambda: _alive(proc) and http_ok(url), timeout, url, ignore=(OSError,))
 
 
 def pct(xs: list[float], q: float) -> float:

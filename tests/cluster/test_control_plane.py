@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tuneroute_testing.control_plane import ControlPlane, wait_until
+from tuneroute_testing.control_plane import ControlPlane
+from tuneroute_testing.k8s import watch, watch_one
 
 pytestmark = pytest.mark.cluster
 
@@ -39,23 +40,18 @@ def _job(name: str, backoff_limit: int = 0, gpus: int = 1) -> str:
 
 
 def _running_pod(cp: ControlPlane, ns: str, job: str, exclude=()) -> dict:
-    def find():
-        pods = cp.get("pods", "-n", ns, "-l", f"job-name={job}")["items"]
-        running = [p for p in pods if p["status"].get("phase") == "Running" and p["metadata"]["name"] not in exclude]
+    def find(pods):
+        running = [p for n, p in pods.items() if (p.get("status") or {}).get("phase") == "Running" and n not in exclude]
         return running[0] if running else None
 
-    return wait_until(find, 60, f"a Running pod of job {job}")
+    return watch(cp, "pods", ns, find, selector=f"job-name={job}", what=f"a Running pod of job {job}")
 
 
 def _job_condition(cp: ControlPlane, ns: str, job: str, cond: str) -> dict:
-    def find():
-        status = cp.get("job", job, "-n", ns).get("status", {})
-        for c in status.get("conditions", []):
-            if c["type"] == cond and c["status"] == "True":
-                return status
-        return None
+    def holds(obj):
+        return any(c["type"] == cond and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions", []))
 
-    return wait_until(find, 60, f"job {job} {cond}")
+    return watch_one(cp, "jobs", ns, job, holds, what=f"job {job} {cond}")["status"]
 
 
 def test_server_version(control_plane):
@@ -84,11 +80,7 @@ def test_gpu_pod_is_scheduled_and_running(control_plane, namespace):
             }
         ),
     )
-    pod = wait_until(
-        lambda: (p := cp.get("pod", "gpu", "-n", namespace))["status"].get("phase") == "Running" and p,
-        60,
-        "pod gpu Running",
-    )
+    pod = watch_one(cp, "pods", namespace, "gpu", lambda p: (p.get("status") or {}).get("phase") == "Running")
     node = cp.get("node", pod["spec"]["nodeName"])
     assert node["metadata"]["labels"]["nvidia.com/gpu.present"] == "true"
     assert node["status"]["allocatable"]["nvidia.com/gpu"] == "8"
@@ -118,11 +110,11 @@ def test_unschedulable_gpu_request_stays_pending(control_plane, namespace):
         ),
     )
 
-    def unschedulable():
-        conds = cp.get("pod", "too-big", "-n", namespace)["status"].get("conditions", [])
+    def unschedulable(pod):
+        conds = (pod.get("status") or {}).get("conditions", [])
         return any(c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conds)
 
-    wait_until(unschedulable, 60, "pod too-big Unschedulable")
+    watch_one(cp, "pods", namespace, "too-big", unschedulable)
 
 
 def test_job_pod_exit_0_completes_job(control_plane, namespace):
@@ -183,13 +175,4 @@ def test_deleting_owner_cascades(control_plane, namespace):
     cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(job))
     pod = _running_pod(cp, namespace, "owned")["metadata"]["name"]
     cp.kubectl("-n", namespace, "delete", "configmap", "owner", "--cascade=foreground", "--wait=false")
-    wait_until(
-        lambda: cp.kubectl("-n", namespace, "get", "job", "owned", check=False).returncode != 0,
-        60,
-        "the owned Job to be garbage-collected",
-    )
-    wait_until(
-        lambda: cp.kubectl("-n", namespace, "get", "pod", pod, check=False).returncode != 0,
-        60,
-        "the owned Job's pod to be deleted",
-    )
+    cp.kubectl("-n", namespace, "wait", "--for=delete", "job/owned", f"pod/{pod}", "--timeout=60s", timeout=70)

@@ -65,6 +65,19 @@ def operator(control_plane: ControlPlane, release: Release, tmp_path_factory) ->
 
 
 @pytest.fixture
+def scoped(operator, namespace, tmp_path):
+    """An operator that watches this test's namespace alone (the session's one is stopped
+    meanwhile), so that what it does and counts is about this test's objects and nothing else."""
+    operator.stop()
+    scoped = OperatorProcess(operator.kubeconfig, tmp_path / "scoped.log", {"TUNEROUTE_NAMESPACES": namespace})
+    try:
+        yield scoped.start()
+    finally:
+        scoped.stop()
+        operator.start()
+
+
+@pytest.fixture
 def storage(control_plane: ControlPlane, namespace: str):
     """A PVC in the test's namespace, bound to a hostPath PV made for it (no provisioner here)."""
     made = []

@@ -9,17 +9,19 @@ import json
 import pytest
 import yaml
 
-from tuneroute_testing.control_plane import wait_until
 from tuneroute_testing.k8s import (
     REPO,
     apply,
     condition,
+    created,
     events,
     get,
     running_pod,
     small_finetunejob,
     wait_children_gone,
     wait_phase,
+    watch,
+    watch_one,
 )
 from tuneroute_trainer.config import TrainerConfig
 
@@ -32,7 +34,7 @@ def test_examples_create_the_trainer_job_with_gpu_placement_and_a_valid_config(
     cp = control_plane
     storage()
     cp.kubectl("-n", namespace, "apply", "-f", str(REPO / "examples"))
-    job = wait_until(lambda: get(cp, namespace, "job", "qwen3-support"), 60, "the trainer Job")
+    job = created(cp, "jobs", namespace, "qwen3-support")
     ftj = get(cp, namespace, "finetunejob", "qwen3-support")
 
     pod = job["spec"]["template"]["spec"]
@@ -136,11 +138,7 @@ def test_suspend_and_resume(control_plane, operator, namespace, storage):
     ftj = wait_phase(cp, namespace, "pausable", "Suspended")
     assert condition(ftj, "Suspended")["status"] == "True"
     assert get(cp, namespace, "job", "pausable")["spec"]["suspend"] is True
-    wait_until(
-        lambda: not cp.get("pods", "-n", namespace, "-l", "job-name=pausable")["items"],
-        60,
-        "the suspended Job's pod to go",
-    )
+    watch(cp, "pods", namespace, lambda pods: not pods, selector="job-name=pausable", what="the suspended pod to go")
     cp.kubectl("-n", namespace, "patch", "ftj", "pausable", "--type=merge", "-p", '{"spec":{"suspend":false}}')
     running_pod(cp, namespace, "pausable")
     wait_phase(cp, namespace, "pausable", "Running")
@@ -149,7 +147,7 @@ def test_suspend_and_resume(control_plane, operator, namespace, storage):
 def test_deleting_the_finetunejob_deletes_its_children(control_plane, operator, namespace):
     cp = control_plane
     apply(cp, namespace, small_finetunejob("doomed"))
-    wait_until(lambda: get(cp, namespace, "job", "doomed"), 60, "the Job")
+    created(cp, "jobs", namespace, "doomed")
     cp.kubectl("-n", namespace, "delete", "ftj", "doomed")
     wait_children_gone(
         cp, namespace, "jobs,configmaps,serviceaccounts,roles,rolebindings", "tuneroute.io/finetunejob=doomed"
@@ -159,7 +157,7 @@ def test_deleting_the_finetunejob_deletes_its_children(control_plane, operator, 
 def test_trainer_service_account_may_patch_only_its_own_status(control_plane, operator, namespace):
     cp = control_plane
     apply(cp, namespace, small_finetunejob("scoped"))
-    wait_until(lambda: get(cp, namespace, "rolebinding", "scoped-trainer"), 60, "the trainer RoleBinding")
+    created(cp, "rolebindings", namespace, "scoped-trainer")
     sa = f"system:serviceaccount:{namespace}:scoped-trainer"
 
     def can(*args):
@@ -217,13 +215,12 @@ def test_a_job_no_node_can_fit_says_why_it_waits(control_plane, operator, namesp
     storage()
     apply(cp, namespace, small_finetunejob("too-big", resources={"gpus": 9}))  # the kwok nodes have 8 each
 
-    def unschedulable():
-        ftj = get(cp, namespace, "finetunejob", "too-big")
-        ready = condition(ftj, "Ready") if ftj else None
+    def unschedulable(ftj):
+        ready = condition(ftj, "Ready")
         # (the first verdict may be about the volume, bound a moment after the pod is created)
-        return ftj if ready and ready["reason"] == "Unschedulable" and "nvidia.com/gpu" in ready["message"] else None
+        return ready and ready["reason"] == "Unschedulable" and "nvidia.com/gpu" in ready["message"]
 
-    ftj = wait_until(unschedulable, 60, "the scheduler's GPU verdict")
+    ftj = watch_one(cp, "finetunejobs.tuneroute.io", namespace, "too-big", unschedulable, what="the GPU verdict")
     assert ftj["status"]["phase"] == "Pending"
     assert "Insufficient nvidia.com/gpu" in ftj["status"]["message"]
 

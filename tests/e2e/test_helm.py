@@ -8,8 +8,7 @@ import json
 import pytest
 import yaml
 
-from tuneroute_testing.control_plane import wait_until
-from tuneroute_testing.k8s import REPO
+from tuneroute_testing.k8s import REPO, wait_children_gone
 
 pytestmark = pytest.mark.cluster
 CHART = str(REPO / "charts" / "tuneroute")
@@ -115,11 +114,7 @@ def test_install_upgrade_uninstall_leaves_nothing_behind(control_plane):
 
     cp.helm("uninstall", "extra", "-n", ns, "--wait")
     sel = "app.kubernetes.io/instance=extra"
-    wait_until(
-        lambda: not cp.get("deployments,services,serviceaccounts,pods", "-n", ns, "-l", sel)["items"],
-        60,
-        "namespaced objects to go",
-    )
+    wait_children_gone(cp, ns, "deployments,services,serviceaccounts,pods", sel)
     assert not cp.get("clusterroles,clusterrolebindings,validatingadmissionpolicies", "-l", sel)["items"]
     assert not any(cp.get("roles,rolebindings", "-n", w, "-l", sel)["items"] for w in watched)
     for n in (ns, *watched):

@@ -7,9 +7,9 @@ import json
 import pytest
 import yaml
 
-from tuneroute_testing.control_plane import wait_until
-from tuneroute_testing.k8s import apply, example, get, small_finetunejob
+from tuneroute_testing.k8s import apply, created, example, small_finetunejob, watch, watch_one
 from tuneroute_testing.operator_process import OperatorProcess
+from tuneroute_testing.process import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -25,64 +25,68 @@ def _versions(cp, namespace):
     return {(o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"] for o in objs}
 
 
-def test_reconciling_again_after_a_restart_changes_nothing(control_plane, operator, namespace):
+def _reconciles(op: OperatorProcess, kind: str) -> float:
+    return op.sample("tuneroute_reconciles_total", kind=kind, result="ok")
+
+
+def test_reconciling_again_after_a_restart_changes_nothing(control_plane, scoped, namespace):
     cp = control_plane
     apply(cp, namespace, small_finetunejob("steady"))
     apply(cp, namespace, example("20-modelroute"))
-    wait_until(
-        lambda: get(cp, namespace, "job", "steady") and get(cp, namespace, "service", "assistant-router"),
-        60,
-        "children",
-    )
-    wait_until(
-        lambda: (get(cp, namespace, "modelroute", "assistant").get("status") or {}).get("backends"), 60, "route status"
-    )
+    created(cp, "jobs", namespace, "steady")
+    created(cp, "services", namespace, "assistant-router")
+    watch_one(cp, "modelroutes.tuneroute.io", namespace, "assistant", lambda r: (r.get("status") or {}).get("backends"))
     before = _versions(cp, namespace)
     assert len(before) == 6  # Job, 2 ConfigMaps (trainer, router), Deployment, Service, Role
 
-    operator.stop()
-    operator.start()
-    # The restarted operator resumes both objects: wait until it has reconciled them.
+    scoped.stop()
+    scoped.start()
+    # The restarted operator (its counters start at 0, and it sees this namespace only) resumes
+    # both objects: it has reconciled them once each kind's count moves.
     wait_until(
-        lambda: (
-            operator.sample("tuneroute_reconciles_total", kind="FineTuneJob", result="ok") >= 1
-            and operator.sample("tuneroute_reconciles_total", kind="ModelRoute", result="ok") >= 1
-        ),
+        lambda: _reconciles(scoped, "FineTuneJob") >= 1 and _reconciles(scoped, "ModelRoute") >= 1,
         60,
-        "resume reconciles",
+        "the resume reconciles of this test's objects",
     )
     assert _versions(cp, namespace) == before
 
 
-def test_an_operator_killed_mid_reconcile_leaves_exactly_one_job_per_finetunejob(control_plane, operator, namespace):
+def test_an_operator_killed_mid_reconcile_finishes_every_finetunejob_after_a_restart(control_plane, scoped, namespace):
+    """SIGKILL while a burst of FineTuneJobs is being reconciled, as soon as the first Job
+    appears: the restarted operator creates the rest, each FineTuneJob ends up with one whole set
+    of children (server-side apply of fixed names makes a second set impossible; what can go
+    wrong is a set left half-made), and the Job runs the config its ConfigMap holds."""
     cp = control_plane
-    names = [f"burst-{i}" for i in range(12)]
+    names = [f"burst-{i}" for i in range(16)]
     cp.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump_all([small_finetunejob(n) for n in names]))
-    # Kill -9 as soon as the first Job appears: the rest are mid-flight.
-    wait_until(lambda: cp.get("jobs", "-n", namespace)["items"], 60, "the first Job")
-    operator.kill()
-    partial = len(cp.get("jobs", "-n", namespace)["items"])
-    operator.start()
+    partial = watch(cp, "jobs", namespace, lambda jobs: len(jobs), what="the first Job")
+    scoped.kill()
+    at_kill = len(cp.get("jobs", "-n", namespace)["items"])
+    assert at_kill < len(names), "the operator had finished before the kill: nothing was in flight"
+    scoped.start()
 
-    def all_created():
-        return len(cp.get("jobs", "-n", namespace)["items"]) >= len(names)
+    jobs = watch(cp, "jobs", namespace, lambda jobs: len(jobs) == len(names) and jobs, timeout=90, what="every Job")
+    assert sorted(j["metadata"]["ownerReferences"][0]["name"] for j in jobs.values()) == sorted(names)
+    trainer = "app.kubernetes.io/name=tuneroute-trainer"
+    for resource in ("configmaps", "serviceaccounts", "roles", "rolebindings"):
+        got = sorted(o["metadata"]["name"] for o in cp.get(resource, "-n", namespace, "-l", trainer)["items"])
+        assert got == sorted(f"{n}-trainer" for n in names), (
+            f"{resource} (first Job at {partial}, {at_kill} at the kill)"
+        )
+    hashes = {
+        c["metadata"]["name"]: c["metadata"]["annotations"]["tuneroute.io/config-hash"]
+        for c in cp.get("configmaps", "-n", namespace, "-l", trainer)["items"]
+    }
+    for name, job in jobs.items():
+        assert job["metadata"]["annotations"]["tuneroute.io/config-hash"] == hashes[f"{name}-trainer"]
 
-    wait_until(all_created, 90, "a Job for every FineTuneJob")
-    jobs = cp.get("jobs", "-n", namespace)["items"]
-    owners = [j["metadata"]["ownerReferences"][0]["name"] for j in jobs]
-    assert sorted(owners) == sorted(names), f"{partial} Jobs existed at the kill"
-    configmaps = [
-        c["metadata"]["name"]
-        for c in cp.get("configmaps", "-n", namespace, "-l", "app.kubernetes.io/name=tuneroute-trainer")["items"]
-    ]
-    assert sorted(configmaps) == sorted(f"{n}-trainer" for n in names)
 
-
-def test_metrics_count_reconciles_and_their_durations(operator, control_plane, namespace):
+def test_metrics_count_reconciles_and_their_durations(control_plane, scoped, namespace):
+    assert _reconciles(scoped, "FineTuneJob") == 0  # a fresh operator, an empty namespace
     apply(control_plane, namespace, small_finetunejob("counted"))
-    wait_until(lambda: get(control_plane, namespace, "job", "counted"), 60, "the Job")
-    assert operator.sample("tuneroute_reconciles_total", kind="FineTuneJob", result="ok") >= 1
-    assert operator.sample("tuneroute_reconcile_duration_seconds_count", kind="FineTuneJob") >= 1
+    created(control_plane, "jobs", namespace, "counted")
+    wait_until(lambda: _reconciles(scoped, "FineTuneJob") >= 1, 30, "the reconcile to be counted")
+    assert scoped.sample("tuneroute_reconcile_duration_seconds_count", kind="FineTuneJob") >= 1
 
 
 def test_two_peered_replicas_never_both_act(control_plane, release, namespace, tmp_path):

@@ -11,8 +11,8 @@ import openai
 import pytest
 import yaml
 
-from tuneroute_testing.control_plane import wait_until
-from tuneroute_testing.k8s import apply, get
+from tuneroute_testing.k8s import apply, watch_one
+from tuneroute_testing.process import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -52,11 +52,14 @@ def test_operator_config_drives_the_real_router_and_edits_hot_reload(control_pla
     try:
         apply(cp, namespace, _route(small.url, large.url))
 
-        def rendered():
-            cm = get(cp, namespace, "configmap", "local-router")
-            return yaml.safe_load(cm["data"]["router.yaml"]) if cm else None
+        def rendered(pool_size: int) -> dict:
+            def config(cm):
+                return yaml.safe_load(cm["data"]["router.yaml"])
 
-        config = wait_until(rendered, 60, "the router ConfigMap")
+            cm = watch_one(cp, "configmaps", namespace, "local-router", lambda cm: len(config(cm)["pool"]) == pool_size)
+            return config(cm)
+
+        config = rendered(2)
         router = Router(write_config(tmp_path / "router.yaml", config), tmp_path)
         router.proc.start()
         client = openai.OpenAI(base_url=f"{router.base}/v1", api_key="unused")
@@ -71,8 +74,9 @@ def test_operator_config_drives_the_real_router_and_edits_hot_reload(control_pla
         route = _route(small.url, large.url)
         route["spec"]["pool"] = route["spec"]["pool"][:1]
         apply(cp, namespace, route)
-        config = wait_until(lambda: (c := rendered()) and len(c["pool"]) == 1 and c, 60, "the re-rendered config")
+        config = rendered(1)
         write_config(tmp_path / "router.yaml", config)
+        # the router polls its file: nothing to watch from here but its API
         wait_until(lambda: {m.id for m in client.models.list()} == {"auto", "small"}, 30, "the router to reload")
         hard = client.chat.completions.with_raw_response.create(
             model="auto",

@@ -14,8 +14,7 @@ import sys
 import pytest
 import yaml
 
-from tuneroute_testing.control_plane import wait_until
-from tuneroute_testing.k8s import apply, get, small_finetunejob, wait_phase
+from tuneroute_testing.k8s import apply, get, small_finetunejob, wait_phase, watch_one
 from tuneroute_testing.operator_process import service_account_kubeconfig
 
 pytestmark = pytest.mark.cluster
@@ -65,8 +64,12 @@ def test_trainer_progress_lands_in_status_and_kubectl_get_columns(
     assert run.returncode == 0, run.stderr[-3000:]
     assert "forbidden" not in run.stderr.lower()
 
-    ftj = wait_until(
-        lambda: (f := get(cp, namespace, "finetunejob", "tiny"))["status"].get("progress", {}).get("step") == 12 and f,
+    ftj = watch_one(
+        cp,
+        "finetunejobs.tuneroute.io",
+        namespace,
+        "tiny",
+        lambda f: (f["status"].get("progress") or {}).get("step") == 12,
         30,
         "the final progress report",
     )

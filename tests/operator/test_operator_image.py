@@ -48,3 +48,25 @@ def test_image_pins_match_the_lock_the_tests_run_on(image):
         n: (v, lock.get(n)) for n, v in _pins(REPO / image / "requirements.txt").items() if n in lock and lock[n] != v
     }
     assert not differ, f"{image}/requirements.txt vs requirements.lock: {differ}"
+
+
+def _user(dockerfile: Path) -> list[int]:
+    """uid (and gid, when given) of the last USER line."""
+    users = [line.split()[1] for line in dockerfile.read_text().splitlines() if line.startswith("USER ")]
+    return [int(x) for x in users[-1].split(":")]
+
+
+@pytest.mark.parametrize("image", ["trainer-image", "router-image"])
+def test_pods_run_as_the_user_their_image_is_built_with(image):
+    """The trainer's and router's pods set runAsUser (restricted Pod Security); a pod that runs
+    as another uid than the image's USER cannot write what the image's user owns."""
+    from tuneroute_operator.builders.common import RESTRICTED_POD
+
+    user = _user(REPO / image / "Dockerfile")
+    assert user[0] == RESTRICTED_POD["runAsUser"] and user[1:] in ([], [RESTRICTED_POD["runAsGroup"]])
+
+
+def test_the_operator_pod_runs_as_the_user_its_image_is_built_with():
+    chart = (REPO / "charts" / "tuneroute" / "templates" / "deployment.yaml").read_text()
+    uid = int(next(line.split(":")[1] for line in chart.splitlines() if line.strip().startswith("runAsUser:")))
+    assert _user(REPO / "operator" / "Dockerfile")[0] == uid

@@ -168,3 +168,46 @@ def test_the_last_failed_attempt_reports_how_many_failed_and_the_root_cause():
     assert (
         message == "4 attempt(s) failed, no retry left (backoffLimit); last: rank 9 (pod 1): training failed: NaN loss"
     )
+
+
+def test_a_job_that_is_about_to_fail_is_failed_already():
+    """FailureTarget: the Job controller has decided (backoff limit, podFailurePolicy) and is
+    terminating pods; Failed comes only once they are gone. The FineTuneJob says so at once."""
+    job = _job([("FailureTarget", "PodFailurePolicy", "Container trainer exited with 2")], failed=1)
+    phase, conds, message = phase_and_conditions(job, [], suspend=False)
+    assert phase == "Failed" and _by_type(conds)["Failed"].reason == "PodFailurePolicy"
+    assert message == "Container trainer exited with 2"
+
+
+def test_finished_pods_the_job_has_not_counted_yet_are_attempts():
+    job = _job(failed=1, active=0, uncountedTerminatedPods={"failed": ["uid-2"], "succeeded": ["uid-3"]})
+    assert attempts(job) == 3
+    assert attempts(None) == 0
+
+
+def test_a_restarted_containers_last_termination_message_explains_the_failure():
+    """The message of a container that ran again lives in lastState, not state."""
+    pod = {
+        "status": {
+            "containerStatuses": [
+                {
+                    "state": {"waiting": {"reason": "ContainerCreating"}},
+                    "lastState": {
+                        "terminated": {"exitCode": 2, "finishedAt": "t", "message": "dataset.path: not found"}
+                    },
+                }
+            ]
+        }
+    }
+    job = _job([("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")], failed=1)
+    assert phase_and_conditions(job, [pod], suspend=False)[2].endswith(": dataset.path: not found")
+
+
+def test_a_pod_that_finished_before_the_job_counted_it_keeps_the_job_running():
+    """Between the trainer's exit and the Job's Complete condition the Job is neither ready nor
+    done: the phase must not step back to Pending meanwhile."""
+    job = _job(active=1, ready=0)
+    for pod_phase in ("Running", "Succeeded"):
+        phase, _, _ = phase_and_conditions(job, [{"status": {"phase": pod_phase}}], suspend=False)
+        assert phase == "Running", pod_phase
+    assert phase_and_conditions(job, [{"status": {"phase": "Pending"}}], suspend=False)[0] == "Pending"

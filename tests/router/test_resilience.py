@@ -8,7 +8,8 @@ import openai
 import pytest
 import yaml
 
-from tuneroute_testing.router_harness import Backend, base_config, start_router, wait_for, write_config
+from tuneroute_testing.process import wait_until
+from tuneroute_testing.router_harness import Backend, base_config, start_router, write_config
 
 EASY = "What is the capital of France?"
 
@@ -57,7 +58,7 @@ def test_killed_backend_falls_back_opens_circuit_and_recovers(tmp_path, pair):
         assert router.metric("tuneroute_circuit_open", model="small") == 1
 
         small.proc.start()  # same port: the pod came back
-        wait_for(
+        wait_until(
             lambda: ask(router)[0].model == "small", timeout=20, interval=0.2, what="circuit to close after cooldown"
         )
         assert router.metric("tuneroute_circuit_open", model="small") == 0
@@ -152,9 +153,11 @@ def test_bad_reload_keeps_the_old_config_and_a_good_one_applies(tmp_path, pair):
     try:
         path = router.config_path
         path.write_text("pool: [this is: not valid")
-        wait_for(lambda: router.metric("tuneroute_config_reloads_total", result="refused") == 1, what="refused reload")
+        wait_until(
+            lambda: router.metric("tuneroute_config_reloads_total", result="refused") == 1, what="refused reload"
+        )
         write_config(path, {**cfg, "pool": [{**cfg["pool"][0], "tier": 99}]})
-        wait_for(
+        wait_until(
             lambda: router.metric("tuneroute_config_reloads_total", result="refused") == 2, what="second refused reload"
         )
         assert "pool[0].tier" in router.log_path.read_text()
@@ -162,7 +165,7 @@ def test_bad_reload_keeps_the_old_config_and_a_good_one_applies(tmp_path, pair):
         assert httpx.get(router.base + "/readyz").status_code == 200
 
         write_config(path, {**cfg, "virtualModel": "router"})
-        wait_for(
+        wait_until(
             lambda: next(m["id"] for m in httpx.get(router.base + "/v1/models").json()["data"]) == "router",
             what="new config",
         )
@@ -231,7 +234,7 @@ def test_rotated_api_keys_apply_without_restart(tmp_path, pair):
 
         assert (status("sk-old"), status("sk-new")) == (200, 401)
         keys.write_text("# rotated\nsk-new\n")
-        wait_for(lambda: status("sk-new") == 200, what="rotated key to be accepted")
+        wait_until(lambda: status("sk-new") == 200, what="rotated key to be accepted")
         assert status("sk-old") == 401
         # logPrompts on: the decision line carries the prompt (and still never the key)
         c = openai.OpenAI(base_url=router.base + "/v1", api_key="sk-new", max_retries=0, timeout=30)
@@ -255,7 +258,7 @@ def test_a_stream_that_breaks_midway_is_reported_not_papered_over(tmp_path, pair
             ):
                 got.append(ch.choices[0].delta.content)
         assert got == ["I"]  # the first chunk arrived before the backend died
-        wait_for(
+        wait_until(
             lambda: router.metric("tuneroute_requests_total", model="small", outcome="stream_broken") == 1,
             what="broken stream to be counted",
         )
@@ -291,7 +294,7 @@ def test_configmap_symlink_swap_is_picked_up(tmp_path, pair):
         assert ask(router)[0].model == "small"
         # the route now sends everything to the large model: one tier only
         _configmap_publish(cm, {**cfg, "pool": [cfg["pool"][1]]}, 2)
-        wait_for(
+        wait_until(
             lambda: [m["id"] for m in httpx.get(router.base + "/v1/models").json()["data"]] == ["auto", "large"],
             what="swapped ConfigMap to apply",
         )

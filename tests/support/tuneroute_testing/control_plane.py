@@ -18,10 +18,10 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from . import CLUSTER_DIR as HERE
+from .process import wait_until
 
 DEFAULT_DIR = Path(os.environ.get("TUNEROUTE_CLUSTER_DIR", "/tmp/tuneroute-cluster"))
 
@@ -112,11 +112,10 @@ class ControlPlane:
     def wait_for_default_service_account(self, namespace: str, timeout: float = 60) -> None:
         """Pods can be created in a new namespace only once the controller manager has
         made its `default` ServiceAccount (ServiceAccount admission is on)."""
-        wait_until(
-            lambda: self.kubectl("-n", namespace, "get", "serviceaccount", "default", check=False).returncode == 0,
-            timeout,
-            f"the default ServiceAccount in {namespace}",
-        )
+        self.kubectl(
+            "-n", namespace, "wait", "--for=create", "serviceaccount/default", f"--timeout={timeout:.0f}s",
+            timeout=timeout + 10,
+        )  # fmt: skip
 
     def finish_pod(self, namespace: str, pod_name: str, exit_code: int = 0, message: str | None = None) -> None:
         """End a Running pod on a kwok node: Succeeded for exit code 0, else Failed with
@@ -127,18 +126,6 @@ class ControlPlane:
         if message is not None:
             ann.append(f"{MESSAGE_ANNOTATION}={message}")
         self.kubectl("-n", namespace, "annotate", "--overwrite", f"pod/{pod_name}", *ann)
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
-    """Call predicate() until it returns something truthy; return that, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def _bin_dir(state_dir: Path) -> Path:

@@ -1,15 +1,23 @@
-"""Small helpers for the end-to-end tests: read resources, wait on their state."""
+"""Helpers for the tests that talk to the API server: read resources, and wait on their state
+by watching it (a list, then a watch from its resourceVersion), never by polling."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
-from typing import Any
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
 
 from . import REPO
-from .control_plane import ControlPlane, wait_until
+from .control_plane import ControlPlane
+
+T = TypeVar("T")
+Objects = dict[str, dict[str, Any]]  # name -> object, as the watch last saw it
 
 
 def example(name: str) -> dict[str, Any]:
@@ -36,38 +44,122 @@ def get(cp: ControlPlane, namespace: str, kind: str, name: str) -> dict[str, Any
     return json.loads(out.stdout) if out.returncode == 0 else None
 
 
-def wait_phase(cp: ControlPlane, namespace: str, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
-    def reached():
-        ftj = get(cp, namespace, "finetunejob", name)
-        return ftj if ftj and (ftj.get("status") or {}).get("phase") == phase else None
+@functools.cache
+def _dynamic(kubeconfig: Path) -> Any:
+    from kubernetes import config
+    from kubernetes.dynamic import DynamicClient
 
-    try:
-        return wait_until(reached, timeout, f"FineTuneJob {name} to be {phase}")
-    except TimeoutError:
-        ftj = get(cp, namespace, "finetunejob", name) or {}
-        raise TimeoutError(
-            f"FineTuneJob {name} never reached {phase}; status: {json.dumps(ftj.get('status'))}"
-        ) from None
+    return DynamicClient(config.new_client_from_config(str(kubeconfig)))
+
+
+def _resource(cp: ControlPlane, resource: str) -> Any:
+    """The API resource kubectl would take `resource` ("plural[.group]") for: the core group's
+    when the name alone is ambiguous (events)."""
+    plural, _, group = resource.partition(".")
+    found = [r for r in _dynamic(cp.kubeconfig).resources.search(name=plural) if not r.kind.endswith("List")]
+    found = [r for r in found if r.group == group] if group else sorted(found, key=lambda r: r.group != "")
+    if not found:
+        raise LookupError(f"no API resource {resource}")
+    return found[0]
+
+
+def watch(
+    cp: ControlPlane,
+    resource: str,
+    namespace: str | None,
+    until: Callable[[Objects], T | None],
+    *,
+    name: str | None = None,
+    selector: str | None = None,
+    fields: str | None = None,
+    timeout: float = 60,
+    what: str = "",
+) -> T:
+    """Watch `resource` ("plural[.group]" as kubectl spells it: "pods", "jobs.batch",
+    "finetunejobs.tuneroute.io") until `until(objects)` returns something truthy, and return it.
+    `objects` holds every matching object (one `name`, or those `selector`/`fields` select)."""
+    res = _resource(cp, resource)
+    fields = ",".join(f for f in (fields, f"metadata.name={name}" if name else None) if f) or None
+    query = {"namespace": namespace, "label_selector": selector, "field_selector": fields}
+    deadline = time.monotonic() + timeout
+    objects: Objects = {}
+    while True:  # a list, then a watch from its resourceVersion; again if the watch ends or expires
+        listing = res.get(**query).to_dict()
+        objects = {o["metadata"]["name"]: o for o in listing.get("items") or []}
+        if result := until(objects):
+            return result
+        version = listing["metadata"]["resourceVersion"]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        for event in res.watch(**query, resource_version=version, timeout=max(1, int(left))):
+            if event["type"] == "ERROR":  # e.g. 410 Gone: list again
+                break
+            obj = event["raw_object"]
+            if event["type"] == "DELETED":
+                objects.pop(obj["metadata"]["name"], None)
+            else:
+                objects[obj["metadata"]["name"]] = obj
+            if result := until(objects):
+                return result
+        if time.monotonic() >= deadline:
+            break
+    seen = json.dumps(
+        {n: o.get("status") or {k: o.get(k) for k in ("type", "reason", "message")} for n, o in objects.items()}
+    )[:3000]
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or resource}; last seen status: {seen}")
+
+
+def watch_one(
+    cp: ControlPlane,
+    resource: str,
+    namespace: str,
+    name: str,
+    until: Callable[[dict[str, Any]], Any],
+    timeout: float = 60,
+    what: str = "",
+) -> dict[str, Any]:
+    """Watch one object until `until(obj)` holds (or, without `until`, until it exists); return it."""
+    return watch(
+        cp,
+        resource,
+        namespace,
+        lambda objs: objs[name] if name in objs and until(objs[name]) else None,
+        name=name,
+        timeout=timeout,
+        what=what or f"{resource} {name}",
+    )
+
+
+def created(cp: ControlPlane, resource: str, namespace: str, name: str, timeout: float = 60) -> dict[str, Any]:
+    return watch_one(cp, resource, namespace, name, lambda _: True, timeout, f"{resource} {name} to exist")
+
+
+def wait_phase(cp: ControlPlane, namespace: str, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
+    return watch_one(
+        cp,
+        "finetunejobs.tuneroute.io",
+        namespace,
+        name,
+        lambda ftj: (ftj.get("status") or {}).get("phase") == phase,
+        timeout,
+        f"FineTuneJob {name} to be {phase}",
+    )
 
 
 def running_pod(cp: ControlPlane, namespace: str, job: str, exclude: tuple[str, ...] = ()) -> str:
-    def find():
-        pods = cp.get("pods", "-n", namespace, "-l", f"job-name={job}")["items"]
-        names = [
-            p["metadata"]["name"]
-            for p in pods
-            if p["status"].get("phase") == "Running" and p["metadata"]["name"] not in exclude
-        ]
-        return names[0] if names else None
+    def running(pods: Objects) -> str | None:
+        names = [n for n, p in pods.items() if (p.get("status") or {}).get("phase") == "Running" and n not in exclude]
+        return sorted(names)[0] if names else None
 
-    return wait_until(find, 60, f"a Running pod of Job {job}")
+    return watch(cp, "pods", namespace, running, selector=f"job-name={job}", what=f"a Running pod of Job {job}")
 
 
-def wait_children_gone(cp: ControlPlane, namespace: str, kinds: str, selector: str) -> None:
-    """Wait for the garbage collector to delete the children labelled `selector`."""
-    wait_until(
-        lambda: not cp.get(kinds, "-n", namespace, "-l", selector)["items"], 60, f"garbage collection of {selector}"
-    )
+def wait_children_gone(cp: ControlPlane, namespace: str, resources: str, selector: str) -> None:
+    """Wait for the garbage collector to delete the children labelled `selector` (resources as
+    kubectl names them, comma-separated)."""
+    for resource in resources.split(","):
+        watch(cp, resource, namespace, lambda objs: not objs, selector=selector, what=f"{resource} {selector} to go")
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -76,3 +168,18 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
 
 def events(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
     return cp.get("events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")["items"]
+
+
+def wait_events(
+    cp: ControlPlane, namespace: str, name: str, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 60
+) -> list[dict[str, Any]]:
+    """Watch the Events about object `name` until `until(events)` holds; return them."""
+    return watch(
+        cp,
+        "events",
+        namespace,
+        lambda objs: list(objs.values()) if until(list(objs.values())) else None,
+        fields=f"involvedObject.name={name}",
+        timeout=timeout,
+        what=f"the Events of {name}",
+    )

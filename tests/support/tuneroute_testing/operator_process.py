@@ -6,9 +6,6 @@ ServiceAccount the Helm chart creates, so the chart's least-privilege RBAC is wh
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -16,16 +13,11 @@ from pathlib import Path
 
 import yaml
 
-from .control_plane import ControlPlane, wait_until
+from .control_plane import ControlPlane
+from .process import Process, free_port, http_ok, metric
 
 TRAINER_IMAGE = "registry.example/tuneroute/trainer:test"
 ROUTER_IMAGE = "registry.example/tuneroute/router:test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def service_account_kubeconfig(cp: ControlPlane, namespace: str, account: str, path: Path) -> Path:
@@ -44,13 +36,13 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.extra_env = extra_env or {}
-        self.proc: subprocess.Popen | None = None
         self.health_port = self.metrics_port = 0
+        self._process: Process | None = None
 
     def start(self) -> OperatorProcess:
+        """Start (or restart) the operator; returns once its /healthz answers."""
         self.health_port, self.metrics_port = free_port(), free_port()
         env = {
-            **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "TUNEROUTE_TRAINER_IMAGE": TRAINER_IMAGE,
             "TUNEROUTE_ROUTER_IMAGE": ROUTER_IMAGE,
@@ -58,38 +50,30 @@ class OperatorProcess:
             "TUNEROUTE_METRICS_PORT": str(self.metrics_port),
             **self.extra_env,
         }
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tuneroute_operator"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+        health = f"http://127.0.0.1:{self.health_port}/healthz"
+        self._process = Process(
+            [sys.executable, "-m", "tuneroute_operator"], self.log_path, lambda: http_ok(health), "the operator", env
         )
-        wait_until(self._healthy, 60, "the operator's /healthz")
+        self._process.start()
         return self
 
-    def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
+    @property
+    def process(self) -> Process:
+        if self._process is None:
+            raise RuntimeError("the operator was never started")
+        return self._process
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        return self.process.popen
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as when a node dies under the operator."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        self.process.kill()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self._process is not None:
+            self._process.stop()
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
@@ -97,13 +81,7 @@ class OperatorProcess:
 
     def sample(self, name: str, **labels: str) -> float:
         """Current value of one Prometheus sample (0 when absent)."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        for family in text_string_to_metric_families(self.metrics()):
-            for s in family.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    return s.value
-        return 0.0
+        return metric(self.metrics(), name, **labels)
 
     def log_tail(self, n: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        return self.process.log_tail(n)

@@ -4,86 +4,27 @@ vLLM, which needs a GPU; see fake_backend.py) and the router itself, started as
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
+import json
 import sys
-import time
+import urllib.request
 from pathlib import Path
 
 import httpx
 import yaml
 
-from . import REPO
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(cond, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
-    """Poll until cond() returns truthy; return its value."""
-    deadline = time.monotonic() + timeout
-    last_exc = None
-    while time.monotonic() < deadline:
-        try:
-            v = cond()
-            if v:
-                return v
-        except (httpx.HTTPError, OSError) as e:
-            last_exc = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last_exc!r})")
-
-
-class Proc:
-    def __init__(self, args: list[str], log_path: Path, ready_url: str):
-        self.args, self.log_path, self.ready_url = args, log_path, ready_url
-        self.p: subprocess.Popen | None = None
-
-    def start(self) -> Proc:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.log = open(self.log_path, "ab")
-        self.p = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        wait_for(
-            lambda: self._alive() and httpx.get(self.ready_url, timeout=1).status_code == 200,
-            timeout=60,
-            what=f"{self.ready_url} ({self.log_path})",
-        )
-        return self
-
-    def _alive(self) -> bool:
-        if self.p.poll() is not None:
-            raise AssertionError(f"process exited {self.p.returncode}: {self.log_path.read_text()[-2000:]}")
-        return True
-
-    def kill(self) -> None:
-        if self.p and self.p.poll() is None:
-            self.p.kill()
-            self.p.wait(10)
-        self.log.close()
-
-    def stop(self) -> None:
-        if self.p and self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(10)
-        self.log.close()
+from .process import Process, free_port, http_ok, metric
 
 
 class Backend:
     def __init__(self, name: str, tmp: Path):
         self.name, self.port = name, free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc = Proc(
+        health = f"http://127.0.0.1:{self.port}/health"
+        self.proc = Process(
             [sys.executable, "-m", "tuneroute_testing.fake_backend", "--name", name, "--port", str(self.port)],
             tmp / f"backend-{name}.log",
-            f"http://127.0.0.1:{self.port}/health",
+            lambda: http_ok(health),
+            f"fake backend {name}",
         )
 
     def start(self) -> Backend:
@@ -103,7 +44,7 @@ class Router:
         self.base = f"http://127.0.0.1:{self.port}"
         self.config_path = config_path
         self.log_path = tmp / "router.log"
-        self.proc = Proc(
+        self.proc = Process(
             [
                 sys.executable,
                 "-m",
@@ -118,24 +59,16 @@ class Router:
                 "0.2",
             ],
             self.log_path,
-            f"{self.base}/readyz",
+            lambda: http_ok(f"{self.base}/readyz"),
+            "the router",
         )
 
-    def metric(self, name: str, **labels) -> float:
+    def metric(self, name: str, **labels: str) -> float:
         """Value of one sample from /metrics (0 when absent)."""
-        text = httpx.get(f"{self.base}/metrics", timeout=5).text
-        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in text.splitlines():
-            if line.startswith("#"):
-                continue
-            key, _, val = line.rpartition(" ")
-            if key == name or (want and key == f"{name}{{{want}}}"):
-                return float(val)
-        return 0.0
+        with urllib.request.urlopen(f"{self.base}/metrics", timeout=5) as r:
+            return metric(r.read().decode(), name, **labels)
 
     def decision_lines(self) -> list[dict]:
-        import json
-
         out = []
         for line in self.log_path.read_text().splitlines():
             if line.startswith("{") and '"event":"decision"' in line:

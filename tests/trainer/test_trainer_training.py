@@ -207,3 +207,17 @@ def test_a_recreated_job_neither_resumes_nor_reuses_the_old_runs_work(models, tm
     manifest = _manifest(out)
     assert manifest["runId"] == "uid-new" and manifest["resumedFrom"] is None
     assert (_checkpoints(old) / "checkpoint-4").is_dir() and _checkpoints(new) != _checkpoints(old)
+
+
+def test_an_epoch_schedule_with_gradient_accumulation_keeps_the_last_two_checkpoints(models, tmp_path, capsys):
+    """No maxSteps: 2 epochs of the 48 chat rows, 8 rows a micro-batch and 2 micro-batches an
+    optimizer step, so 3 steps an epoch and 6 in all; a checkpoint every step, the last 2 kept."""
+    out = tmp_path / "out"
+    training = {"maxSteps": None, "epochs": 2, "batchSize": 8, "gradientAccumulation": 2}
+    cfg = trainer_config(models["qwen3_moe"], out, training=training, checkpoint={"everySteps": 1})
+    rc, progress = _run(tmp_path, capsys, cfg)
+    assert rc == 0
+    assert [p["step"] for p in progress[:6]] == [1, 2, 3, 4, 5, 6] and progress[-1]["totalSteps"] == 6
+    assert progress[2]["epoch"] == pytest.approx(1.0) and progress[-1]["epoch"] == pytest.approx(2.0)
+    assert sorted(p.name for p in _checkpoints(cfg).glob("checkpoint-*")) == ["checkpoint-5", "checkpoint-6"]
+    assert _manifest(out)["metrics"]["steps"] == 6

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from .accounting import Usage
+from .dispatch import Failed, Served
 from .policy import Decision
 
 log = logging.getLogger("tuneroute.decision")
@@ -35,13 +36,10 @@ def record(
 
 def write(
     rec: dict[str, Any],
-    *,
-    status: int,
-    model: str | None,
-    attempts: int,
+    result: Served | Failed,
     overhead_s: float,
-    backend_s: float,
     usage: Usage = Usage(),  # noqa: B008  (frozen: one shared instance is fine)
+    streaming_s: float = 0.0,
     broken: bool = False,
 ) -> None:
     """Complete the line with the outcome and log it (no-op unless tuneroute.decision logs INFO)."""
@@ -49,11 +47,11 @@ def write(
         return
     rec = {
         **rec,
-        "attempts": attempts,
-        "status": status,
-        "model": model,
+        "attempts": result.attempts,
+        "status": result.status,
+        "model": result.model_name,
         "overhead_ms": round(overhead_s * 1e3, 3),
-        "backend_ms": round(backend_s * 1e3, 3),
+        "backend_ms": round((result.backend_s + streaming_s) * 1e3, 3),
         "prompt_tokens": usage.prompt,
         "completion_tokens": usage.completion,
     }

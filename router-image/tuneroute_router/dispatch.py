@@ -68,6 +68,10 @@ class Served:
     attempts: int
     backend_s: float
 
+    @property
+    def model_name(self) -> str | None:
+        return self.backend.model.name
+
 
 @dataclass
 class Failed:
@@ -76,6 +80,10 @@ class Failed:
     attempts: int
     backend_s: float
     last_model: str | None
+
+    @property
+    def model_name(self) -> str | None:
+        return self.last_model
 
 
 _JSON_HEADERS = {"content-type": JSON}

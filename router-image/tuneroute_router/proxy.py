@@ -114,14 +114,7 @@ class Proxy:
             "x-tuneroute-overhead-ms": f"{overhead * 1e3:.3f}",
         }
         self.metrics.requests.labels(result.last_model or "none", "failed").inc()
-        decision_log.write(
-            rec,
-            status=result.status,
-            model=result.last_model,
-            attempts=result.attempts,
-            overhead_s=overhead,
-            backend_s=result.backend_s,
-        )
+        decision_log.write(rec, result, overhead)
         return Response(result.body, result.status, headers=headers, media_type=JSON)
 
     def _served(
@@ -139,16 +132,7 @@ class Proxy:
 
         def finished(usage: Usage, broken: bool = False, streaming_s: float = 0.0) -> None:
             self.accounting.record(sm, st.strongest, usage, "stream_broken" if broken else outcome)
-            decision_log.write(
-                rec,
-                status=served.status,
-                model=sm.name,
-                attempts=served.attempts,
-                overhead_s=overhead,
-                backend_s=served.backend_s + streaming_s,
-                usage=usage,
-                broken=broken,
-            )
+            decision_log.write(rec, served, overhead, usage, streaming_s, broken)
 
         if served.body is not None:
             finished(usage_of_body(served.body) if served.status == 200 else Usage())

@@ -11,6 +11,7 @@ from .. import API_VERSION
 
 MANAGED_BY = "tuneroute-operator"
 CONFIG_HASH = "tuneroute.io/config-hash"
+CONFIG_DIR = "/etc/tuneroute"  # where the trainer's and the router's ConfigMap is mounted
 
 
 @dataclass(frozen=True)

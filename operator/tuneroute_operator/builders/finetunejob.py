@@ -27,6 +27,7 @@ from ..api.finetunejob import FineTuneJobSpec, GrpoSpec
 from ..settings import Settings
 from . import distributed
 from .common import (
+    CONFIG_DIR,
     CONFIG_HASH,
     RESTRICTED_CONTAINER,
     RESTRICTED_POD,
@@ -37,7 +38,6 @@ from .common import (
     metadata,
 )
 
-CONFIG_DIR = "/etc/tuneroute"
 CONFIG_FILE = "trainer.yaml"
 PVC_ROOT = "/mnt/pvc"
 # The hub download cache (HF_HOME): its own emptyDir over /tmp/hf, sized by spec.resources.modelCache.

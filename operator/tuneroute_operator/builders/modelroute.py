@@ -12,9 +12,8 @@ from tuneroute_router.config import AdapterRef, Auth, PoolMember, PoolModel, Rou
 
 from ..api.modelroute import ModelRouteSpec, PoolEntry
 from ..settings import Settings
-from .common import CONFIG_HASH, RESTRICTED_CONTAINER, RESTRICTED_POD, Owner, content_hash, labels, metadata
+from .common import CONFIG_DIR, CONFIG_HASH, RESTRICTED_CONTAINER, RESTRICTED_POD, Owner, content_hash, labels, metadata
 
-CONFIG_DIR = "/etc/tuneroute"
 CONFIG_FILE = "router.yaml"
 KEYS_DIR = "/etc/tuneroute-keys"
 PORT = 8080

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tuneroute_testing.control_plane import ControlPlane
-from tuneroute_testing.k8s import watch, watch_one
+from tuneroute_testing.k8s import apply, watch, watch_one
 
 pytestmark = pytest.mark.cluster
 
@@ -59,27 +59,15 @@ def test_server_version(control_plane):
     assert version["serverVersion"]["gitVersion"] == K8S_VERSION
 
 
+def _gpu_pod(name: str, gpus: int) -> dict:
+    limits = {"nvidia.com/gpu": str(gpus)}
+    container = {"name": "c", "image": "example.invalid/x:1", "resources": {"limits": limits}}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": [container]}}
+
+
 def test_gpu_pod_is_scheduled_and_running(control_plane, namespace):
     cp = control_plane
-    cp.kubectl(
-        "-n",
-        namespace,
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "gpu"},
-                "spec": {
-                    "containers": [
-                        {"name": "c", "image": "example.invalid/x:1", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
-                    ]
-                },
-            }
-        ),
-    )
+    apply(cp, namespace, _gpu_pod("gpu", 1))
     pod = watch_one(cp, "pods", namespace, "gpu", lambda p: (p.get("status") or {}).get("phase") == "Running")
     node = cp.get("node", pod["spec"]["nodeName"])
     assert node["metadata"]["labels"]["nvidia.com/gpu.present"] == "true"
@@ -90,25 +78,7 @@ def test_gpu_pod_is_scheduled_and_running(control_plane, namespace):
 def test_unschedulable_gpu_request_stays_pending(control_plane, namespace):
     # 9 GPUs fit on no node (8 each): the scheduler really accounts for nvidia.com/gpu.
     cp = control_plane
-    cp.kubectl(
-        "-n",
-        namespace,
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "too-big"},
-                "spec": {
-                    "containers": [
-                        {"name": "c", "image": "example.invalid/x:1", "resources": {"limits": {"nvidia.com/gpu": "9"}}}
-                    ]
-                },
-            }
-        ),
-    )
+    apply(cp, namespace, _gpu_pod("too-big", 9))
 
     def unschedulable(pod):
         conds = (pod.get("status") or {}).get("conditions", [])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pytest
 
 from tuneroute_testing import REPO
 from tuneroute_testing.control_plane import ControlPlane
+from tuneroute_testing.k8s import apply, hostpath_volume
 from tuneroute_testing.operator_process import OperatorProcess, service_account_kubeconfig
 
 pytestmark = pytest.mark.cluster
@@ -84,39 +84,13 @@ def storage(control_plane: ControlPlane, namespace: str):
 
     def bind(claim: str = "tuneroute-adapters") -> str:
         pv = f"pv-{namespace}-{claim}"[:63]
-        control_plane.kubectl(
-            "-n",
+        request = {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "100Gi"}}}
+        apply(
+            control_plane,
             namespace,
-            "apply",
-            "-f",
-            "-",
-            input=json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolumeClaim",
-                    "metadata": {"name": claim},
-                    "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "100Gi"}}},
-                }
-            ),
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim}, "spec": request},
         )
-        control_plane.kubectl(
-            "apply",
-            "-f",
-            "-",
-            input=json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolume",
-                    "metadata": {"name": pv},
-                    "spec": {
-                        "capacity": {"storage": "100Gi"},
-                        "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
-                        "hostPath": {"path": f"/tmp/{pv}"},
-                        "claimRef": {"namespace": namespace, "name": claim},
-                    },
-                }
-            ),
-        )
+        apply(control_plane, None, hostpath_volume(pv, f"/tmp/{pv}", namespace, claim))
         made.append(pv)
         return pv
 

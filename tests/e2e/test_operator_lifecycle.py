@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
 
@@ -92,14 +90,7 @@ def test_metrics_count_reconciles_and_their_durations(control_plane, scoped, nam
 def test_two_peered_replicas_never_both_act(control_plane, release, namespace, tmp_path):
     """kopf peering: the replica with the lower priority pauses while the higher one lives."""
     cp = control_plane
-    cp.kubectl(
-        "-n",
-        namespace,
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "tuneroute"}}),
-    )
+    apply(cp, namespace, {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "tuneroute"}})
     env = {"TUNEROUTE_PEERING": "tuneroute", "TUNEROUTE_NAMESPACES": namespace}
     low = OperatorProcess(cp.kubeconfig, tmp_path / "low.log", {**env, "TUNEROUTE_PRIORITY": "100"}).start()
     high = OperatorProcess(cp.kubeconfig, tmp_path / "high.log", {**env, "TUNEROUTE_PRIORITY": "200"}).start()

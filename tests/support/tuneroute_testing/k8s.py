@@ -35,8 +35,24 @@ def small_finetunejob(name: str, **spec: Any) -> dict[str, Any]:
     return ftj
 
 
-def apply(cp: ControlPlane, namespace: str, obj: dict[str, Any]) -> None:
-    cp.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(obj))
+def apply(cp: ControlPlane, namespace: str | None, obj: dict[str, Any]) -> None:
+    """`kubectl apply` of one object (namespace None: a cluster-scoped one)."""
+    cp.kubectl(*(("-n", namespace) if namespace else ()), "apply", "-f", "-", input=json.dumps(obj))
+
+
+def hostpath_volume(name: str, path: str, namespace: str, claim: str) -> dict[str, Any]:
+    """A PersistentVolume on the node's disk, bound in advance to one claim (no provisioner here)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "100Gi"},
+            "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+            "hostPath": {"path": path},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    }
 
 
 def get(cp: ControlPlane, namespace: str, kind: str, name: str) -> dict[str, Any] | None:

@@ -7,38 +7,18 @@ from tuneroute_router.config import parse_config
 from tuneroute_router.features import view_chat
 
 
+def entry(name: str, tier: int, window: int, **extra) -> dict:
+    return {"name": name, "url": f"http://{name}/v1", "tier": tier, "contextWindow": window, **extra}
+
+
 def cfg(**policy_kw):
-    return parse_config(
-        {
-            "pool": [
-                {"name": "s", "url": "http://s/v1", "tier": 1, "contextWindow": 2000},
-                {
-                    "name": "m",
-                    "url": "http://m/v1",
-                    "tier": 2,
-                    "contextWindow": 8000,
-                    "capabilities": {"tools": True},
-                    "pricing": {"inputPerMillion": 1},
-                },
-                {
-                    "name": "m-cheap",
-                    "url": "http://mc/v1",
-                    "tier": 2,
-                    "contextWindow": 8000,
-                    "pricing": {"inputPerMillion": 0.01},
-                },
-                {
-                    "name": "l",
-                    "url": "http://l/v1",
-                    "tier": 3,
-                    "contextWindow": 100000,
-                    "capabilities": {"tools": True, "vision": True},
-                    "pricing": {"inputPerMillion": 5},
-                },
-            ],
-            "policy": {"thresholds": [0.4, 0.7], **policy_kw},
-        }
-    )
+    pool = [
+        entry("s", 1, 2000),
+        entry("m", 2, 8000, capabilities={"tools": True}, pricing={"inputPerMillion": 1}),
+        entry("m-cheap", 2, 8000, pricing={"inputPerMillion": 0.01}),
+        entry("l", 3, 100000, capabilities={"tools": True, "vision": True}, pricing={"inputPerMillion": 5}),
+    ]
+    return parse_config({"pool": pool, "policy": {"thresholds": [0.4, 0.7], **policy_kw}})
 
 
 def chat(text, **extra):
@@ -96,7 +76,7 @@ def test_images_need_vision_and_context_must_fit():
 
 
 def test_no_capable_model_is_an_error():
-    c = parse_config({"pool": [{"name": "s", "url": "http://s/v1", "tier": 1, "contextWindow": 100}]})
+    c = parse_config({"pool": [entry("s", 1, 100)]})
     with pytest.raises(policy.NoCapableModel, match="tools"):
         decide(c, chat("x", tools=[{"type": "function", "function": {"name": "f"}}]), 0.1)
 
@@ -132,14 +112,7 @@ def test_output_tokens_count_towards_the_context_window():
     assert policy.requested_output_tokens({}) == 256
     assert policy.requested_output_tokens({"max_tokens": 40}) == 40
     assert policy.requested_output_tokens({"max_completion_tokens": 30, "max_tokens": 4000}) == 30
-    c = parse_config(
-        {
-            "pool": [
-                {"name": "tiny", "url": "http://t/v1", "tier": 1, "contextWindow": 384},
-                {"name": "big", "url": "http://b/v1", "tier": 2, "contextWindow": 100000},
-            ]
-        }
-    )
+    c = parse_config({"pool": [entry("tiny", 1, 384), entry("big", 2, 100000)]})
     prompt = "word " * 100  # 500 characters: 125 tokens, plus 4 for the turn
     first = lambda **kw: decide(c, chat(prompt, **kw), 0.0).candidates[0].name
     assert first() == "big"  # 129 + 256 = 385 > 384

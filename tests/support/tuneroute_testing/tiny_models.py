@@ -18,79 +18,51 @@ COMMON = dict(
 )
 
 
+# Each architecture's config class and its MoE settings: tiny, but every expert path exercised.
+_QWEN_MOE = dict(intermediate_size=64, moe_intermediate_size=16, num_experts=8, num_experts_per_tok=2)
+_DEEPSEEK_MOE = dict(
+    intermediate_size=64,
+    moe_intermediate_size=16,
+    n_routed_experts=8,
+    num_experts_per_tok=2,
+    n_shared_experts=1,
+    topk_group=1,
+    first_k_dense_replace=1,
+)
+_MLA = dict(
+    num_key_value_heads=4, q_lora_rank=16, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8
+)
+_GEMMA4 = dict(
+    intermediate_size=64,
+    moe_intermediate_size=16,
+    num_experts=8,
+    top_k_experts=2,
+    enable_moe_block=True,
+    num_global_key_value_heads=2,
+    global_head_dim=8,
+    hidden_size_per_layer_input=0,
+)
+CONFIGS: dict[str, tuple[str, dict]] = {
+    "qwen3_moe": ("Qwen3MoeConfig", {**_QWEN_MOE, "norm_topk_prob": True}),
+    "qwen2_moe": ("Qwen2MoeConfig", {**_QWEN_MOE, "shared_expert_intermediate_size": 32}),
+    "mixtral": ("MixtralConfig", dict(intermediate_size=16, num_local_experts=4, num_experts_per_tok=2)),
+    "olmoe": ("OlmoeConfig", dict(intermediate_size=16, num_experts=8, num_experts_per_tok=2)),
+    "deepseek_v3": ("DeepseekV3Config", {**_DEEPSEEK_MOE, **_MLA, "n_group": 2}),
+    "glm4_moe": ("Glm4MoeConfig", {**_DEEPSEEK_MOE, "n_group": 1}),
+    "gemma4": ("Gemma4TextConfig", _GEMMA4),
+    "gpt_oss": (
+        "GptOssConfig",
+        dict(intermediate_size=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=16),
+    ),
+    "qwen3_dense": ("Qwen3Config", dict(intermediate_size=64)),  # dense: LoRA on attention only
+}
+
+
 def tiny_config(arch: str):
     import transformers as tf
 
-    if arch == "qwen3_moe":
-        return tf.Qwen3MoeConfig(
-            **COMMON,
-            intermediate_size=64,
-            moe_intermediate_size=16,
-            num_experts=8,
-            num_experts_per_tok=2,
-            norm_topk_prob=True,
-        )
-    if arch == "qwen2_moe":
-        return tf.Qwen2MoeConfig(
-            **COMMON,
-            intermediate_size=64,
-            moe_intermediate_size=16,
-            num_experts=8,
-            num_experts_per_tok=2,
-            shared_expert_intermediate_size=32,
-        )
-    if arch == "mixtral":
-        return tf.MixtralConfig(**COMMON, intermediate_size=16, num_local_experts=4, num_experts_per_tok=2)
-    if arch == "olmoe":
-        return tf.OlmoeConfig(**COMMON, intermediate_size=16, num_experts=8, num_experts_per_tok=2)
-    if arch == "deepseek_v3":
-        return tf.DeepseekV3Config(
-            **{**COMMON, "num_key_value_heads": 4},
-            intermediate_size=64,
-            moe_intermediate_size=16,
-            n_routed_experts=8,
-            num_experts_per_tok=2,
-            n_shared_experts=1,
-            n_group=2,
-            topk_group=1,
-            first_k_dense_replace=1,
-            q_lora_rank=16,
-            kv_lora_rank=16,
-            qk_rope_head_dim=8,
-            qk_nope_head_dim=8,
-            v_head_dim=8,
-        )
-    if arch == "glm4_moe":
-        return tf.Glm4MoeConfig(
-            **COMMON,
-            intermediate_size=64,
-            moe_intermediate_size=16,
-            n_routed_experts=8,
-            num_experts_per_tok=2,
-            n_shared_experts=1,
-            n_group=1,
-            topk_group=1,
-            first_k_dense_replace=1,
-        )
-    if arch == "gemma4":
-        return tf.Gemma4TextConfig(
-            **COMMON,
-            intermediate_size=64,
-            moe_intermediate_size=16,
-            num_experts=8,
-            top_k_experts=2,
-            enable_moe_block=True,
-            num_global_key_value_heads=2,
-            global_head_dim=8,
-            hidden_size_per_layer_input=0,
-        )
-    if arch == "gpt_oss":
-        return tf.GptOssConfig(
-            **COMMON, intermediate_size=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=16
-        )
-    if arch == "qwen3_dense":  # a dense model: LoRA on attention only, no expert parameters
-        return tf.Qwen3Config(**COMMON, intermediate_size=64)
-    raise ValueError(arch)
+    cls, moe = CONFIGS[arch]
+    return getattr(tf, cls)(**{**COMMON, **moe})
 
 
 ARCHS = ["qwen3_moe", "qwen2_moe", "mixtral", "olmoe", "deepseek_v3", "glm4_moe", "gemma4", "gpt_oss"]

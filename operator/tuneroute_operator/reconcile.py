@@ -71,7 +71,7 @@ REFUSED = {400, 422}
 def _api_message(e: DynamicApiError, limit: int = 1000) -> str:
     """The API server's own words (cut: an immutable-field error quotes the whole pod template)."""
     try:
-        message = str(json.loads(e.body)["message"])
+        message = str(json.loads(e.body or "")["message"])
     except (TypeError, ValueError, KeyError):
         message = f"{e.status} {e.reason}"
     return message if len(message) <= limit else message[: limit - 3] + "..."

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from .config import LoraSpec, ModelSource, TrainingSpec
+from .config import FusedKernel, LoraSpec, ModelSource, TrainingSpec
 from .errors import InputError
 from .moe_lora import enable_fused_moe_lora, experts_target_parameters, resolve_kernel
 
@@ -115,7 +116,7 @@ def lora_config(model, lora: LoraSpec):
     return cfg, kernel
 
 
-def fuse_experts(peft_model, cfg, kernel: str) -> str:
+def fuse_experts(peft_model, cfg, kernel: FusedKernel | Literal["peft"]) -> str:
     """Switch a PEFT model's expert LoRA to the fused kernel; returns the experts implementation in use."""
     return enable_fused_moe_lora(peft_model, kernel) if cfg.target_parameters else "none"
 

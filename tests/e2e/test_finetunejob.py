@@ -23,6 +23,7 @@ from tuneroute_testing.k8s import (
     watch,
     watch_one,
 )
+from tuneroute_testing.process import wait_until
 from tuneroute_trainer.config import TrainerConfig
 
 pytestmark = pytest.mark.cluster
@@ -236,7 +237,14 @@ def test_a_finished_job_deleted_by_its_ttl_stays_succeeded_even_across_operator_
     apply(cp, namespace, small_finetunejob("short-lived", ttlSecondsAfterFinished=0))
     cp.finish_pod(namespace, running_pod(cp, namespace, "short-lived"), exit_code=0)
     wait_phase(cp, namespace, "short-lived", "Succeeded")
-    wait_until(lambda: get(cp, namespace, "job", "short-lived") is None, 60, "the TTL controller to delete the Job")
+    watch(
+        cp,
+        "jobs.batch",
+        namespace,
+        lambda jobs: not jobs,
+        name="short-lived",
+        what="the TTL controller to delete the Job",
+    )
 
     operator.stop()
     operator.start()
@@ -256,7 +264,7 @@ def test_a_second_finetunejob_writing_to_the_same_output_fails_before_it_starts(
     cp = control_plane
     output = {"pvc": "tuneroute-adapters", "path": "adapters/shared"}
     apply(cp, namespace, small_finetunejob("first", output=output))
-    wait_until(lambda: get(cp, namespace, "job", "first"), 60, "the first Job")
+    created(cp, "jobs.batch", namespace, "first")
     apply(cp, namespace, small_finetunejob("second", output=output))
     ftj = wait_phase(cp, namespace, "second", "Failed")
     assert condition(ftj, "Failed")["reason"] == "OutputInUse"

@@ -133,10 +133,12 @@ def test_grpo_progress_lands_in_status_and_the_wide_columns(control_plane, opera
     )
     assert run.returncode == 0, run.stderr[-3000:]
 
-    ftj = wait_until(
-        lambda: (
-            (f := get(cp, namespace, "finetunejob", "tiny-grpo"))["status"].get("progress", {}).get("step") == 3 and f
-        ),
+    ftj = watch_one(
+        cp,
+        "finetunejobs.tuneroute.io",
+        namespace,
+        "tiny-grpo",
+        lambda f: (f.get("status") or {}).get("progress", {}).get("step") == 3,
         30,
         "the final progress report",
     )

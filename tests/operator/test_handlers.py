@@ -44,5 +44,5 @@ def test_an_invalid_spec_is_not_retried():
     def invalid() -> None:
         raise reconcile.InvalidSpec("dataset.format: method dpo needs a dataset with format preference")
 
-    with pytest.raises(kopf.PermanentError, match=r"invalid spec: dataset\.format"):
+    with pytest.raises(kopf.PermanentError, match=r"^dataset\.format: method dpo"):
         handlers._run("FineTuneJob", invalid)

@@ -175,7 +175,7 @@ def _resume_point(cfg: TrainerConfig, ckpt_dir: Path, w: World) -> str | None:
     else:
         resume = distributed.broadcast(str(p) if (p := latest_checkpoint(ckpt_dir)) and w.main else None, w)
     ranks = checkpoint_ranks(Path(resume)) if resume else None
-    if ranks is not None and ranks != w.size:
+    if resume and ranks is not None and ranks != w.size:
         raise InputError(
             "checkpoint.resume",
             f"{Path(resume).name} was written by {ranks} rank(s) (nodes x GPUs) and this run has {w.size}; "

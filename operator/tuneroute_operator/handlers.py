@@ -7,7 +7,7 @@ import contextlib
 import contextvars
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes.dynamic.exceptions import DynamicApiError
@@ -41,7 +41,9 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
 
 def _emit(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    kopf.event(body, type=type_, reason=reason, message=message[:1024])
+    # kopf.event walks plain dicts as well as its Body (any mapping with apiVersion, kind and
+    # metadata); its annotation names only kopf.Body.
+    kopf.event(body, type=type_, reason=reason, message=message[:1024])  # type: ignore[arg-type]
 
 
 def _run(kind: str, fn, *args: Any) -> None:
@@ -81,7 +83,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.status_pool = ThreadPoolExecutor(16, thread_name_prefix="status")
     # kopf gives each object's handlers a shallow copy of this memo: shared state goes in containers.
     memo.training = {"gone": {}}  # the two indexes below, as kopf hands them to the handlers
-    memo.statuses = Coalescer(lambda key: _training_status(key, memo), delay=STATUS_DELAY, limit=16)
+    memo.statuses = Coalescer(
+        lambda key: _training_status(cast(tuple[str, str], key), memo), delay=STATUS_DELAY, limit=16
+    )
     metrics.serve(memo.settings.metrics_port)
 
 
@@ -89,19 +93,20 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.index(GROUP, VERSION, "finetunejobs")
-def output_users(name: str, namespace: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict:
+def output_users(name: str, namespace: str | None, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict:
     """(namespace, claim, path) -> the FineTuneJobs writing there: two must never share one."""
-    key = reconcile.output_key(namespace, name, dict(spec))
+    key = reconcile.output_key(namespace or "", name, dict(spec))
     return {key: reconcile.OutputUser(meta.get("creationTimestamp") or "", name)} if key else {}
 
 
 @kopf.on.resume(GROUP, VERSION, "finetunejobs")
 @kopf.on.create(GROUP, VERSION, "finetunejobs")
 @kopf.on.update(GROUP, VERSION, "finetunejobs", field="spec")
-def finetunejob(
-    body: kopf.Body, memo: kopf.Memo, output_users: kopf.Index, training_pods: kopf.Index, **_: Any
-) -> None:
-    key = reconcile.output_key(body.metadata.namespace, body.metadata.name, dict(body.spec))
+def finetunejob(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    # kopf passes each index as a keyword named after its function (not in its handler protocol).
+    output_users: kopf.Index = kwargs["output_users"]
+    training_pods: kopf.Index = kwargs["training_pods"]
+    key = reconcile.output_key(body.metadata.namespace or "", body.metadata.name, dict(body.spec))
     users = list(output_users.get(key, [])) if key else []
     pods = list(training_pods.get((body.metadata.namespace, body.metadata.name), []))
     _run("FineTuneJob", reconcile.finetunejob, memo.kube, memo.settings, dict(body), _emit, users, pods)
@@ -109,7 +114,7 @@ def finetunejob(
 
 # The training Jobs and their pods as the watches last saw them, by FineTuneJob: a status
 # computation reads these instead of asking the API server (only the FineTuneJob is read fresh).
-TRAINING = {**CHILD, f"{GROUP}/finetunejob": kopf.PRESENT}
+TRAINING: dict[str, Any] = {**CHILD, f"{GROUP}/finetunejob": kopf.PRESENT}
 
 
 def _training_key(namespace: str | None, labels: kopf.Labels) -> tuple[str | None, str]:
@@ -117,12 +122,12 @@ def _training_key(namespace: str | None, labels: kopf.Labels) -> tuple[str | Non
 
 
 @kopf.index("batch", "v1", "jobs", labels=TRAINING)
-def training_jobs(namespace: str, name: str, labels: kopf.Labels, status: kopf.Status, **_: Any) -> dict:
+def training_jobs(namespace: str | None, name: str, labels: kopf.Labels, status: kopf.Status, **_: Any) -> dict:
     return {_training_key(namespace, labels): {"metadata": {"name": name}, "status": dict(status)}}
 
 
 @kopf.index("", "v1", "pods", labels=TRAINING)
-def training_pods(namespace: str, name: str, labels: kopf.Labels, status: kopf.Status, **_: Any) -> dict:
+def training_pods(namespace: str | None, name: str, labels: kopf.Labels, status: kopf.Status, **_: Any) -> dict:
     # What status/finetunejob.py reads of a pod: its phase, conditions and container states.
     keep = {k: status[k] for k in ("phase", "conditions", "containerStatuses") if k in status}
     return {_training_key(namespace, labels): {"metadata": {"name": name}, "status": keep}}
@@ -163,15 +168,8 @@ async def _in_thread(memo: kopf.Memo, fn: Any, *args: Any) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=TRAINING)
-async def training_job_changed(
-    body: kopf.Body,
-    type: str | None,
-    memo: kopf.Memo,
-    training_jobs: kopf.Index,
-    training_pods: kopf.Index,
-    **_: Any,
-) -> None:
-    memo.training.update(jobs=training_jobs, pods=training_pods)
+async def training_job_changed(body: kopf.Body, type: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    memo.training.update(jobs=kwargs["training_jobs"], pods=kwargs["training_pods"])
     key = _training_key(body.metadata.namespace, body.metadata.labels)
     if type == "DELETED" and reconcile.job_finished(dict(body)):
         # ttlSecondsAfterFinished: 0 deletes a Job as it finishes, before the coalesced status
@@ -181,22 +179,21 @@ async def training_job_changed(
 
 
 @kopf.on.event("", "v1", "pods", labels=TRAINING)
-async def training_pod_changed(
-    body: kopf.Body, memo: kopf.Memo, training_jobs: kopf.Index, training_pods: kopf.Index, **_: Any
-) -> None:
+async def training_pod_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     # Scheduling failures change no Job field: only the pod tells why training has not started.
-    memo.training.update(jobs=training_jobs, pods=training_pods)
+    memo.training.update(jobs=kwargs["training_jobs"], pods=kwargs["training_pods"])
     memo.statuses.request(_training_key(body.metadata.namespace, body.metadata.labels))
 
 
 @kopf.on.event(GROUP, VERSION, "finetunejobs")
-async def finetunejob_changed(
-    body: kopf.Body, memo: kopf.Memo, type: str | None, adapter_entries: kopf.Index, **_: Any
-) -> None:
+async def finetunejob_changed(body: kopf.Body, memo: kopf.Memo, type: str, **kwargs: Any) -> None:
     # A route serving this job's adapter picks it up (or drops it) when the job's phase moves.
     if type == "DELETED":
         return
-    entries = adapter_entries.get((body.metadata.namespace, body.metadata.name), [])
+    index: kopf.Index = kwargs["adapter_entries"]
+    entries: list[tuple[reconcile.AdapterEntry, ...]] = list(
+        index.get((body.metadata.namespace, body.metadata.name), [])
+    )
     for route in reconcile.routes_waiting_on(entries, dict(body)):
         await _in_thread(
             memo,
@@ -215,9 +212,9 @@ async def finetunejob_changed(
 
 
 @kopf.index(GROUP, VERSION, "modelroutes")
-def adapter_entries(name: str, namespace: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
+def adapter_entries(name: str, namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
     """(namespace, FineTuneJob) -> the route's pool entries serving that job's adapter."""
-    return reconcile.adapter_entries(namespace, name, dict(spec), dict(status))
+    return reconcile.adapter_entries(namespace or "", name, dict(spec), dict(status))
 
 
 @kopf.on.resume(GROUP, VERSION, "modelroutes")

@@ -275,8 +275,7 @@ def _finetunejob_status(
     if old.get("phase") in TERMINAL:
         # Succeeded or Failed stays so: the Job may be deleted (ttlSecondsAfterFinished), which
         # must not turn a finished job into a Pending one, nor drop its adapter from routes.
-        if old.get("observedGeneration") != meta.get("generation"):
-            kube.patch_status(API_VERSION, "FineTuneJob", ns, name, {"observedGeneration": meta.get("generation")})
+        _write_status(kube, emit, body, FineTuneJobStatus(observed_generation=meta.get("generation")))
         return
     try:
         spec: FineTuneJobSpec | None = FineTuneJobSpec.model_validate(body["spec"])

@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "trainer-image"), str(ROOT / "tests" / "support")]
 
 # tiny random Qwen3-MoE shapes: hidden, layers, experts, top-k, moe intermediate, heads, kv heads, head_dim
 SIZES = {

@@ -8,7 +8,7 @@ import pytest
 
 from tuneroute_testing import REPO
 from tuneroute_testing.control_plane import ControlPlane
-from tuneroute_testing.k8s import apply, hostpath_volume
+from tuneroute_testing.k8s import apply, hostpath_volume, watch_one
 from tuneroute_testing.operator_process import OperatorProcess, service_account_kubeconfig
 
 pytestmark = pytest.mark.cluster
@@ -92,6 +92,16 @@ def storage(control_plane: ControlPlane, namespace: str):
         )
         apply(control_plane, None, hostpath_volume(pv, f"/tmp/{pv}", namespace, claim))
         made.append(pv)
+        # Bound before a pod needs it: a loaded controller manager can take tens of seconds.
+        watch_one(
+            control_plane,
+            "persistentvolumeclaims",
+            namespace,
+            claim,
+            lambda c: (c.get("status") or {}).get("phase") == "Bound",
+            timeout=120,
+            what=f"claim {claim} to be bound to {pv}",
+        )
         return pv
 
     yield bind

@@ -25,8 +25,10 @@ __all__ = [
     "ConditionStatus",
     "ExtendedResourceName",
     "Image",
+    "LabelName",
     "MountPath",
     "NodeSelector",
+    "ObjectName",
     "Quantity",
     "SecretKeyRef",
     "SecretRef",
@@ -110,6 +112,11 @@ MountPath = Annotated[
     Matches(Pattern(r"^/", "must be an absolute path (e.g. /adapters)"), _NO_DOTDOT),
 ]
 
+# The name of an object in the resource's namespace (a Secret, a claim, a ConfigMap): a DNS
+# subdomain; of a Service or a FineTuneJob, and an adapter's name: a DNS label.
+ObjectName = Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN)]
+LabelName = Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]
+
 # Kubernetes' quantity syntax: a decimal number, then a binary or decimal suffix or an exponent.
 _QUANTITY = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
 NON_NEGATIVE_QUANTITY = Rule(
@@ -142,16 +149,12 @@ SECRET_KEY = Pattern(r"^[-._a-zA-Z0-9]+$", "must be a Secret key: letters, digit
 
 
 class SecretKeyRef(ApiModel):
-    name: str = Field(
-        max_length=253, pattern=DNS_SUBDOMAIN, description="Name of a Secret in the resource's namespace."
-    )
+    name: ObjectName = Field(description="Name of a Secret in the resource's namespace.")
     key: Annotated[str, Field(max_length=253), Matches(SECRET_KEY)] = Field(description="Key within the Secret.")
 
 
 class SecretRef(ApiModel):
-    name: str = Field(
-        max_length=253, pattern=DNS_SUBDOMAIN, description="Name of a Secret in the resource's namespace."
-    )
+    name: ObjectName = Field(description="Name of a Secret in the resource's namespace.")
 
 
 # The toleration combinations the API server refuses in a pod, refused here at admission instead.

@@ -28,14 +28,14 @@ from tuneroute_trainer.config import (
 from tuneroute_trainer.contract import Rule, check, rules
 
 from .common import (
-    DNS_LABEL,
-    DNS_SUBDOMAIN,
     ApiModel,
     ClaimPath,
     Condition,
     ExtendedResourceName,
     Image,
+    LabelName,
     NodeSelector,
+    ObjectName,
     Quantity,
     SecretKeyRef,
     SecretRef,
@@ -98,12 +98,7 @@ class BaseModelSpec(_Source):
         pattern=r"^[A-Za-z0-9._/-]+$",
         description="Hugging Face revision (branch, tag or commit) of id.",
     )
-    pvc: str | None = Field(
-        None,
-        max_length=253,
-        pattern=DNS_SUBDOMAIN,
-        description="PersistentVolumeClaim holding the model, mounted read-only.",
-    )
+    pvc: ObjectName | None = Field(None, description="PersistentVolumeClaim holding the model, mounted read-only.")
     path: ClaimPath | None = Field(None, description="Directory of the model inside pvc (relative).")
 
 
@@ -111,12 +106,7 @@ class DatasetSpec(_Source):
     """Training data: a Hugging Face dataset id, or json / jsonl / parquet files on a PVC."""
 
     id: str | None = Field(None, max_length=256, pattern=HF_ID, description="Hugging Face dataset id.")
-    pvc: str | None = Field(
-        None,
-        max_length=253,
-        pattern=DNS_SUBDOMAIN,
-        description="PersistentVolumeClaim holding the data, mounted read-only.",
-    )
+    pvc: ObjectName | None = Field(None, description="PersistentVolumeClaim holding the data, mounted read-only.")
     path: ClaimPath | None = Field(None, description="File or directory inside pvc (relative): json, jsonl or parquet.")
     split: str = Field("train", min_length=1, max_length=64, description="Dataset split to train on.")
     format: DatasetFormat = Field(
@@ -131,7 +121,7 @@ class DatasetSpec(_Source):
 class PythonRewardRef(ApiModel):
     """A reward function in a ConfigMap key, mounted into the training pod (it runs there, as the user's code)."""
 
-    config_map: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="ConfigMap holding the Python file.")
+    config_map: ObjectName = Field(description="ConfigMap holding the Python file.")
     key: str = Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key of the file in the ConfigMap.")
     function: str = Field(
         "reward",
@@ -231,20 +221,13 @@ class ResourcesSpec(ApiModel):
 class OutputSpec(ApiModel):
     """Where the trained adapter is written."""
 
-    pvc: str = Field(
-        max_length=253,
-        pattern=DNS_SUBDOMAIN,
-        description="PersistentVolumeClaim the adapter and checkpoints are written to.",
-    )
+    pvc: ObjectName = Field(description="PersistentVolumeClaim the adapter and checkpoints are written to.")
     path: ClaimPath | None = Field(
         None,
         description="Directory inside pvc (relative); defaults to adapters/<name>. No two FineTuneJobs may share one.",
     )
-    adapter_name: str | None = Field(
-        None,
-        max_length=63,
-        pattern=DNS_LABEL,
-        description="Name the adapter is served under; defaults to the FineTuneJob's name.",
+    adapter_name: LabelName | None = Field(
+        None, description="Name the adapter is served under; defaults to the FineTuneJob's name."
     )
 
 

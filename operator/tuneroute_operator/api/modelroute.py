@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from tuneroute_router.config import ROUTE_RULES, Dispatch, HttpUrl, Policy, PoolMember, check_route
 from tuneroute_trainer.contract import Rule, check, rules
 
-from .common import DNS_LABEL, ApiModel, Condition, Image, MountPath, Quantity, SecretRef
+from .common import ApiModel, Condition, Image, LabelName, MountPath, Quantity, SecretRef
 
 ONE_BACKEND = Rule(
     "[has(self.url), has(self.service), has(self.fineTuneJob)].filter(x, x).size() == 1",
@@ -40,21 +40,15 @@ ADAPTER_BASE_IN_POOL = Rule(
 
 
 class ServiceRef(ApiModel):
-    name: str = Field(
-        max_length=63,
-        pattern=DNS_LABEL,
-        description="Service in the ModelRoute's namespace serving an OpenAI-compatible API (e.g. vLLM).",
+    name: LabelName = Field(
+        description="Service in the ModelRoute's namespace serving an OpenAI-compatible API (e.g. vLLM)."
     )
     port: int = Field(8000, ge=1, le=65535, description="Service port.")
     path: str = Field("/v1", max_length=256, pattern=r"^/.*$", description="API base path on that port.")
 
 
 class FineTuneJobRef(ApiModel):
-    name: str = Field(
-        max_length=63,
-        pattern=DNS_LABEL,
-        description="FineTuneJob in the same namespace whose adapter this entry serves.",
-    )
+    name: LabelName = Field(description="FineTuneJob in the same namespace whose adapter this entry serves.")
     base: str = Field(
         max_length=128, description="Name of the pool entry whose backend serves the base model and loads the adapter."
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,6 +19,29 @@ from tuneroute_testing.k8s import apply, get, small_finetunejob, wait_phase, wat
 from tuneroute_testing.operator_process import service_account_kubeconfig
 
 pytestmark = pytest.mark.cluster
+
+
+def _train_as_the_job(cp, namespace: str, name: str, config: dict, model: Path, dataset: dict, tmp_path: Path) -> str:
+    """Run the trainer here with the config the operator rendered for FineTuneJob `name` (model,
+    data and output moved under tmp_path, reports every 0.5 s), authenticated as the job's
+    ServiceAccount; return its stderr."""
+    config["model"] = {"path": str(model)}
+    config["dataset"] = dataset
+    config["output"]["dir"] = str(tmp_path / "out")
+    config["lora"]["targetModules"] = ["q_proj", "v_proj"]
+    config["report"]["intervalSeconds"] = 0.5
+    (tmp_path / "trainer.yaml").write_text(yaml.safe_dump(config))
+    kubeconfig = service_account_kubeconfig(cp, namespace, f"{name}-trainer", tmp_path / "kubeconfig")
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "TUNEROUTE_TERMINATION_LOG": str(tmp_path / "termination-log")}
+    run = subprocess.run(
+        [sys.executable, "-m", "tuneroute_trainer", "--config", str(tmp_path / "trainer.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stderr
 
 
 def test_trainer_progress_lands_in_status_and_kubectl_get_columns(
@@ -45,24 +69,10 @@ def test_trainer_progress_lands_in_status_and_kubectl_get_columns(
     cm = get(cp, namespace, "configmap", "tiny-trainer")
     config = yaml.safe_load(cm["data"]["trainer.yaml"])
     assert config["report"] == {"namespace": namespace, "name": "tiny", "intervalSeconds": 10.0}
-    config["model"] = {"path": str(save_tiny_model("qwen3_moe", tmp_path / "model"))}
-    config["dataset"] = {"path": str(DATA / "chat.jsonl"), "format": "chat"}
-    config["output"]["dir"] = str(tmp_path / "out")
-    config["lora"]["targetModules"] = ["q_proj", "v_proj"]
-    config["report"]["intervalSeconds"] = 0.5
-    (tmp_path / "trainer.yaml").write_text(yaml.safe_dump(config))
-
-    kubeconfig = service_account_kubeconfig(cp, namespace, "tiny-trainer", tmp_path / "kubeconfig")
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "TUNEROUTE_TERMINATION_LOG": str(tmp_path / "termination-log")}
-    run = subprocess.run(
-        [sys.executable, "-m", "tuneroute_trainer", "--config", str(tmp_path / "trainer.yaml")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "forbidden" not in run.stderr.lower()
+    model = save_tiny_model("qwen3_moe", tmp_path / "model")
+    dataset = {"path": str(DATA / "chat.jsonl"), "format": "chat"}
+    stderr = _train_as_the_job(cp, namespace, "tiny", config, model, dataset, tmp_path)
+    assert "forbidden" not in stderr.lower()
 
     ftj = watch_one(
         cp,
@@ -87,8 +97,7 @@ def test_grpo_progress_lands_in_status_and_the_wide_columns(control_plane, opera
     `kubectl get ftj -o wide` (the schema keeps them: an unknown status field would be pruned)."""
     import json
 
-    from tuneroute_testing.tiny_models import tiny_model
-    from tuneroute_testing.trainer_fixtures import char_tokenizer
+    from tuneroute_testing.trainer_fixtures import save_tiny_model
 
     cp = control_plane
     storage()
@@ -111,27 +120,10 @@ def test_grpo_progress_lands_in_status_and_the_wide_columns(control_plane, opera
         {"name": "format", "weight": 1.0, "regex": {"pattern": "%", "fullMatch": False}},
         {"name": "short", "weight": 1.0, "lengthPenalty": {"targetTokens": 4}},
     ]
-    model = tiny_model("qwen3_moe")
-    model.save_pretrained(tmp_path / "model")
-    char_tokenizer().save_pretrained(tmp_path / "model")
+    model = save_tiny_model("qwen3_moe", tmp_path / "model")
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": f"say {i}:"}) + "\n" for i in range(8)))
-    config["model"] = {"path": str(tmp_path / "model")}
-    config["dataset"] = {"path": str(tmp_path / "prompts.jsonl"), "format": "completion"}
-    config["output"]["dir"] = str(tmp_path / "out")
-    config["lora"]["targetModules"] = ["q_proj", "v_proj"]
-    config["report"]["intervalSeconds"] = 0.5
-    (tmp_path / "trainer.yaml").write_text(yaml.safe_dump(config))
-
-    kubeconfig = service_account_kubeconfig(cp, namespace, "tiny-grpo-trainer", tmp_path / "kubeconfig")
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "TUNEROUTE_TERMINATION_LOG": str(tmp_path / "termination-log")}
-    run = subprocess.run(
-        [sys.executable, "-m", "tuneroute_trainer", "--config", str(tmp_path / "trainer.yaml")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    dataset = {"path": str(tmp_path / "prompts.jsonl"), "format": "completion"}
+    _train_as_the_job(cp, namespace, "tiny-grpo", config, model, dataset, tmp_path)
 
     ftj = watch_one(
         cp,

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuneroute_testing.control_plane import wait_until
-from tuneroute_testing.k8s import apply, condition, events, example, get, wait_phase
+from tuneroute_testing.k8s import apply, condition, created, example, get, wait_events, wait_phase, watch, watch_one
 
 pytestmark = pytest.mark.cluster
 
@@ -21,19 +20,37 @@ def _example_on(name: str, **resources) -> dict:
     return ftj
 
 
-def _pods(cp, namespace: str, job: str, uid: str | None = None) -> list[dict]:
-    pods = cp.get("pods", "-n", namespace, "-l", f"job-name={job}")["items"]
-    return [p for p in pods if uid is None or p["metadata"]["labels"].get("batch.kubernetes.io/controller-uid") == uid]
-
-
 def _running(cp, namespace: str, job: dict, n: int) -> list[dict]:
-    uid = job["metadata"]["uid"]
+    """Watch until `n` pods of this very Job (its uid: not an earlier Job of the same name) run."""
+    name, uid = job["metadata"]["name"], job["metadata"]["uid"]
 
-    def all_running():
-        pods = [p for p in _pods(cp, namespace, job["metadata"]["name"], uid) if p["status"].get("phase") == "Running"]
-        return pods if len(pods) == n else None
+    def all_running(pods):
+        ours = [p for p in pods.values() if p["metadata"]["labels"].get("batch.kubernetes.io/controller-uid") == uid]
+        running = [p for p in ours if (p.get("status") or {}).get("phase") == "Running"]
+        return running if len(running) == n else None
 
-    return wait_until(all_running, 60, f"{n} running pods of Job {job['metadata']['name']}")
+    return watch(
+        cp, "pods", namespace, all_running, selector=f"job-name={name}", what=f"{n} running pods of Job {name}"
+    )
+
+
+def _ready_reason(cp, namespace: str, name: str, reason: str) -> dict:
+    """Watch FineTuneJob `name` until its Ready condition gives `reason`; return it."""
+    return watch_one(
+        cp,
+        "finetunejobs.tuneroute.io",
+        namespace,
+        name,
+        lambda ftj: (condition(ftj, "Ready") or {}).get("reason") == reason,
+        what=f"FineTuneJob {name}'s Ready reason {reason}",
+    )
+
+
+def _events(cp, namespace: str, name: str, reason: str) -> list[dict]:
+    """Watch until an Event `reason` about `name` exists (kopf posts Events from a queue, after
+    the status they go with); return those Events."""
+    evs = wait_events(cp, namespace, name, lambda evs: any(e["reason"] == reason for e in evs))
+    return [e for e in evs if e["reason"] == reason]
 
 
 def test_two_nodes_of_eight_gpus_run_as_an_indexed_job_restarted_whole_when_a_rank_fails(
@@ -42,7 +59,7 @@ def test_two_nodes_of_eight_gpus_run_as_an_indexed_job_restarted_whole_when_a_ra
     cp = control_plane
     storage()
     apply(cp, namespace, _example_on("dist", gpus=8, nodes=2))
-    job = wait_until(lambda: get(cp, namespace, "job", "dist"), 60, "the trainer Job")
+    job = created(cp, "jobs.batch", namespace, "dist")
     service = get(cp, namespace, "service", "dist-ranks")
     assert service["spec"]["clusterIP"] == "None"
     assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == (
@@ -64,12 +81,12 @@ def test_two_nodes_of_eight_gpus_run_as_an_indexed_job_restarted_whole_when_a_ra
         env = {e["name"]: e for e in p["spec"]["containers"][0]["env"]}
         assert "JOB_COMPLETION_INDEX" in env and "TUNEROUTE_RDZV_ID" in env
 
-    def endpoints():
-        slices = cp.get("endpointslices", "-n", namespace, "-l", "kubernetes.io/service-name=dist-ranks")["items"]
-        names = sorted(e.get("hostname") for s in slices for e in s.get("endpoints") or [])
+    def endpoints(slices):
+        names = sorted(e.get("hostname") for s in slices.values() for e in s.get("endpoints") or [])
         return names if names == ["dist-0", "dist-1"] else None
 
-    wait_until(endpoints, 60, "both pods behind the headless Service")
+    selector = "kubernetes.io/service-name=dist-ranks"
+    watch(cp, "endpointslices", namespace, endpoints, selector=selector, what="both pods behind the headless Service")
     ftj = wait_phase(cp, namespace, "dist", "Running")
     assert ftj["status"]["attempts"] == 1
 
@@ -79,12 +96,14 @@ def test_two_nodes_of_eight_gpus_run_as_an_indexed_job_restarted_whole_when_a_ra
     crash = "rank 9 (pod 1): training failed: RuntimeError: CUDA error: an illegal memory access"
     pod1 = next(p for p in pods if p["spec"]["hostname"] == "dist-1")
     cp.finish_pod(namespace, pod1["metadata"]["name"], exit_code=1, message=crash)
-    second = wait_until(lambda: get(cp, namespace, "job", "dist-a2"), 60, "the next attempt's Job")
+    second = created(cp, "jobs.batch", namespace, "dist-a2")
     assert second["metadata"]["annotations"]["tuneroute.io/attempt"] == "2"
     args = second["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--rdzv-endpoint=dist-a2-0.dist-ranks:29400" in args
     # (the operator acts on the Job's FailureTarget; Failed follows once its pods are gone)
-    wait_until(lambda: condition(get(cp, namespace, "job", "dist"), "Failed"), 60, "attempt 1's Job to be Failed")
+    watch_one(
+        cp, "jobs.batch", namespace, "dist", lambda j: condition(j, "Failed"), what="attempt 1's Job to be Failed"
+    )
     pods = _running(cp, namespace, second, 2)
     assert sorted(p["spec"]["hostname"] for p in pods) == ["dist-a2-0", "dist-a2-1"]
     ftj = wait_phase(cp, namespace, "dist", "Running")
@@ -93,9 +112,7 @@ def test_two_nodes_of_eight_gpus_run_as_an_indexed_job_restarted_whole_when_a_ra
     at = header.index("ATTEMPTS")
     assert row[at:].split()[0] == "2"  # what `kubectl get` shows (empty columns shift split() positions)
     # kopf posts Events from a queue: the Restarting one may land after the status says Running.
-    restarting = wait_until(
-        lambda: [e for e in events(cp, namespace, "dist") if e["reason"] == "Restarting"], 30, "the Restarting Event"
-    )
+    restarting = _events(cp, namespace, "dist", "Restarting")
     assert restarting[0]["type"] == "Warning"
     assert restarting[0]["message"].startswith(
         f"attempt 1 failed: {crash}; restarting every pod from the last checkpoint (attempt 2 of at most 4)"
@@ -116,12 +133,7 @@ def test_three_pods_on_two_gpu_nodes_say_that_only_two_are_scheduled_and_why(
     storage()
     apply(cp, namespace, _example_on("three", gpus=8, nodes=3))
 
-    def partly():
-        ftj = get(cp, namespace, "finetunejob", "three")
-        ready = condition(ftj, "Ready") if ftj else None
-        return ftj if ready and ready["reason"] == "PartiallyScheduled" else None
-
-    ftj = wait_until(partly, 60, "the partial-scheduling verdict")
+    ftj = _ready_reason(cp, namespace, "three", "PartiallyScheduled")
     assert ftj["status"]["phase"] == "Pending"
     assert ftj["status"]["message"].startswith("2 of 3 training pods scheduled")
     assert "Insufficient nvidia.com/gpu" in ftj["status"]["message"]
@@ -140,19 +152,8 @@ def test_several_nodes_refuse_an_output_claim_only_one_node_can_mount(control_pl
     ftj["spec"]["output"] = {"pvc": "single-node"}
     apply(cp, namespace, ftj)
 
-    def refused():
-        ftj = get(cp, namespace, "finetunejob", "rwo")
-        ready = condition(ftj, "Ready") if ftj else None
-        return ftj if ready and ready["reason"] == "SharedStorageRequired" else None
-
-    ftj = wait_until(refused, 60, "the shared-storage verdict")
+    ftj = _ready_reason(cp, namespace, "rwo", "SharedStorageRequired")
     assert ftj["status"]["phase"] == "Pending"
     assert ftj["status"]["message"].startswith("spec.output.pvc: claim single-node is ReadWriteOnce;")
     assert get(cp, namespace, "job", "rwo") is None  # nothing runs that could not finish
-    wait_until(  # Events are posted from kopf's queue, after the status
-        lambda: [
-            e for e in events(cp, namespace, "rwo") if (e["type"], e["reason"]) == ("Warning", "SharedStorageRequired")
-        ],
-        30,
-        "the SharedStorageRequired Warning",
-    )
+    assert {e["type"] for e in _events(cp, namespace, "rwo", "SharedStorageRequired")} == {"Warning"}

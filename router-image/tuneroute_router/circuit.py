@@ -57,11 +57,14 @@ class Circuit:
 
 class Gate:
     """Concurrency limit per backend. `busy` lets dispatch skip to another model
-    instead of queueing; when every candidate is busy it queues on one with a timeout."""
+    instead of queueing; when every candidate is busy it queues on one with a timeout.
+    At most `limit` requests wait (as many as run): a flood beyond that is refused at once
+    instead of piling up in memory behind a busy backend."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.in_flight = 0
+        self.waiting = 0
         self._sem = asyncio.Semaphore(limit)
 
     def busy(self) -> bool:
@@ -70,10 +73,15 @@ class Gate:
     async def enter(self, timeout: float) -> bool:
         """Take a slot, waiting up to `timeout` seconds when there is none; False: none came."""
         if self._sem.locked():
+            if self.waiting >= self.limit:
+                return False
+            self.waiting += 1
             try:
                 await asyncio.wait_for(self._sem.acquire(), timeout)
             except TimeoutError:
                 return False
+            finally:
+                self.waiting -= 1
         else:
             await self._sem.acquire()  # free slot: returns without suspending
         self.in_flight += 1

@@ -177,8 +177,9 @@ class PoolMember(ApiModel):
         64,
         ge=1,
         le=4096,
-        description="Requests in flight to this model at once, per router replica; more wait up to "
-        "dispatch.connectTimeoutSeconds for a slot (or go to another capable model), then get a 503.",
+        description="Requests in flight to this model at once, per router replica. As many more wait up "
+        "to dispatch.connectTimeoutSeconds for a slot (or go to another capable model); beyond that, or "
+        "after the wait, a 503 backend_busy with Retry-After.",
     )
     timeout_seconds: float = Field(
         300.0, gt=0, le=3600, description="Longest a non-streamed request, or a pause in a stream, may take."

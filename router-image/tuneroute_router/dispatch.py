@@ -80,6 +80,7 @@ class Failed:
     attempts: int
     backend_s: float
     last_model: str | None
+    retry_after: int | None = None  # seconds, for a Retry-After header (a busy backend)
 
     @property
     def model_name(self) -> str | None:
@@ -166,6 +167,7 @@ class Dispatcher:
                     attempts,
                     backend_s,
                     b.model.name,
+                    retry_after=1,
                 )
                 continue
             self.metrics.in_flight.labels(b.model.name).set(b.gate.in_flight)

@@ -113,6 +113,8 @@ class Proxy:
             "x-tuneroute-reason": decision.reason + ("+fallback" if result.attempts > 1 else ""),
             "x-tuneroute-overhead-ms": f"{overhead * 1e3:.3f}",
         }
+        if result.retry_after is not None:
+            headers["retry-after"] = str(result.retry_after)
         self.metrics.requests.labels(result.last_model or "none", "failed").inc()
         decision_log.write(rec, result, overhead)
         return Response(result.body, result.status, headers=headers, media_type=JSON)

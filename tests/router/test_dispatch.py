@@ -75,6 +75,22 @@ async def test_the_last_candidate_at_its_limit_is_queued_on_then_busy_is_a_503(d
     b.gate.leave()
 
 
+async def test_as_many_wait_as_run_and_a_flood_beyond_is_refused_at_once(dispatcher, fakes):
+    """Waiting requests were unbounded: a flood piled up in memory behind one busy backend.
+    maxConcurrency 2: two run, two wait for a slot, the rest get a 503 at once (Retry-After: 1)."""
+    small, _ = fakes
+    small.control(delay_s=0.5)
+    b = _backend(small, max_concurrency=2)
+    d = Dispatch(connect_timeout_seconds=5)
+    results = await asyncio.gather(*[dispatcher.send([b], BODY, "/chat/completions", False, d) for _ in range(8)])
+    served = [r for r in results if isinstance(r, Served)]
+    refused = [r for r in results if isinstance(r, Failed)]
+    assert len(served) == 4 and all(r.status == 200 for r in served)
+    assert len(refused) == 4
+    assert all((r.status, r.attempts, r.retry_after) == (503, 0, 1) for r in refused)
+    assert (b.gate.in_flight, b.gate.waiting) == (0, 0)
+
+
 async def test_every_circuit_open_is_a_503_and_no_backend_is_tried(dispatcher, fakes):
     small, large = fakes
     d = Dispatch(failure_threshold=1, cooldown_seconds=60)

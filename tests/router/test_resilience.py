@@ -146,6 +146,31 @@ def test_a_busy_backend_spills_over_instead_of_queueing(tmp_path, pair):
         router.proc.stop()
 
 
+def test_a_flood_on_a_busy_model_is_told_when_to_retry(tmp_path, pair):
+    """Asked for by name, a model at its limit queues as many requests as it runs; the rest get
+    a 503 backend_busy with Retry-After at once, which the openai client honours."""
+    small, large = pair
+    small.control(delay_s=1.0)
+    cfg = base_config(small, large)
+    cfg["pool"][0]["maxConcurrency"] = 1
+    cfg["dispatch"]["connectTimeoutSeconds"] = 5.0  # the one waiting outlasts the one running
+    router = start_router(tmp_path, cfg)
+    body = {"model": "small", "messages": [{"role": "user", "content": EASY}]}
+
+    async def flood():
+        async with httpx.AsyncClient(base_url=router.base, timeout=30) as c:
+            return await asyncio.gather(*[c.post("/v1/chat/completions", json=body) for _ in range(5)])
+
+    try:
+        answers = asyncio.run(flood())
+        assert sorted(r.status_code for r in answers) == [200, 200, 503, 503, 503]
+        for r in answers:
+            if r.status_code == 503:
+                assert r.headers["retry-after"] == "1" and r.json()["error"]["code"] == "backend_busy"
+    finally:
+        router.proc.stop()
+
+
 def test_bad_reload_keeps_the_old_config_and_a_good_one_applies(tmp_path, pair):
     small, large = pair
     cfg = base_config(small, large)

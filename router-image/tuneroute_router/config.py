@@ -270,6 +270,13 @@ class Auth(ApiModel):
 class Dispatch(ApiModel):
     retries: int = Field(2, ge=0, le=5, description="Extra attempts on other models after a failure.")
     connect_timeout_seconds: float = Field(5.0, gt=0, description="TCP connect timeout.")
+    total_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        le=3600,
+        description="Longest a request may wait for an answer over all its attempts (retries and "
+        "fallbacks included; for a stream, until its first bytes); then a 504 deadline_exceeded.",
+    )
     failure_threshold: int = Field(3, ge=1, description="Consecutive failures that open a backend's circuit.")
     cooldown_seconds: float = Field(
         30.0, gt=0, description="How long an open circuit stays open before a trial request."

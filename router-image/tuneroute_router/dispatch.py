@@ -94,6 +94,12 @@ class AdapterLoadError(Exception):
     pass
 
 
+def _past_deadline(d: Dispatch, attempts: int, backend_s: float, last: Failed | None) -> Failed:
+    message = f"no answer within dispatch.totalTimeoutSeconds ({d.total_timeout_seconds:g} s)"
+    model = last.last_model if last else None
+    return Failed(504, error_body(message, "server_error", "deadline_exceeded"), attempts, backend_s, model)
+
+
 def _retryable(status: int) -> bool:
     return status == 429 or status >= 500
 
@@ -149,8 +155,13 @@ class Dispatcher:
         last: Failed | None = None
         budget = 1 + d.retries
         viable = [b for b in candidates if b.circuit.state != "open"]
+        deadline = time.monotonic() + d.total_timeout_seconds
         for i, b in enumerate(viable):
             if attempts >= budget:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                last = _past_deadline(d, attempts, backend_s, last)
                 break
             later = i + 1 < len(viable)
             if b.gate.busy() and later:
@@ -159,7 +170,7 @@ class Dispatcher:
             payload = orjson.dumps({**body, "model": b.model.backend_model})
             if not b.circuit.allow():
                 continue
-            if not await b.gate.enter(d.connect_timeout_seconds):
+            if not await b.gate.enter(min(d.connect_timeout_seconds, left)):
                 b.circuit.release_trial()
                 last = Failed(
                     503,
@@ -177,15 +188,20 @@ class Dispatcher:
             keep_gate = False
             try:
                 await self._ensure_adapter(b, d)
-                resp = await self.session.post(
-                    m.url.rstrip("/") + path,
-                    data=payload,
-                    headers=_JSON_HEADERS,
-                    timeout=aiohttp.ClientTimeout(
-                        total=None if stream else m.timeout_seconds,
-                        sock_connect=d.connect_timeout_seconds,
-                        sock_read=m.timeout_seconds,
+                left = deadline - time.monotonic()
+                # The deadline bounds the wait for an answer (a stream's first bytes), not a stream.
+                resp = await asyncio.wait_for(
+                    self.session.post(
+                        m.url.rstrip("/") + path,
+                        data=payload,
+                        headers=_JSON_HEADERS,
+                        timeout=aiohttp.ClientTimeout(
+                            total=None if stream else min(m.timeout_seconds, max(left, 0.001)),
+                            sock_connect=d.connect_timeout_seconds,
+                            sock_read=m.timeout_seconds,
+                        ),
                     ),
+                    max(left, 0.001),
                 )
                 if _retryable(resp.status):
                     refusal = await resp.read()
@@ -212,6 +228,11 @@ class Dispatcher:
                 return Served(b, resp.status, ctype, data, resp, attempts, backend_s)
             except (TimeoutError, aiohttp.ClientError, AdapterLoadError) as e:
                 backend_s += time.perf_counter() - t
+                if isinstance(e, TimeoutError) and time.monotonic() >= deadline - 0.01:
+                    # Cut by the request's deadline, not the backend's own timeout: not its failure.
+                    b.circuit.release_trial()
+                    last = _past_deadline(d, attempts, backend_s, last)
+                    break
                 self.record_failure(b)
                 log.warning("backend %s failed: %s", m.name, type(e).__name__)
                 last = Failed(

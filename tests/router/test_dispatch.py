@@ -91,6 +91,21 @@ async def test_as_many_wait_as_run_and_a_flood_beyond_is_refused_at_once(dispatc
     assert (b.gate.in_flight, b.gate.waiting) == (0, 0)
 
 
+async def test_retries_end_at_the_requests_deadline_and_a_cut_attempt_opens_no_circuit(dispatcher, fakes):
+    """Each attempt had its own timeout and nothing bounded their sum: two slow backends with a
+    300 s timeout each kept a client waiting up to 600 s. totalTimeoutSeconds ends it with a 504."""
+    small, large = fakes
+    small.control(delay_s=2.0)
+    before = large.stats()["requests"]
+    d = Dispatch(total_timeout_seconds=1.0, failure_threshold=1)
+    candidates = [_backend(small, timeout_seconds=30), _backend(large, timeout_seconds=30)]
+    result = await dispatcher.send(candidates, BODY, "/chat/completions", False, d)
+    assert isinstance(result, Failed) and (result.status, result.attempts) == (504, 1)
+    assert orjson.loads(result.body)["error"]["code"] == "deadline_exceeded"
+    assert large.stats()["requests"] == before  # no time left to fall back
+    assert candidates[0].circuit.state == "closed"  # the backend did not fail its own timeout
+
+
 async def test_every_circuit_open_is_a_503_and_no_backend_is_tried(dispatcher, fakes):
     small, large = fakes
     d = Dispatch(failure_threshold=1, cooldown_seconds=60)

@@ -23,6 +23,7 @@ __all__ = [
     "CheckpointSpec",
     "DatasetFormat",
     "DatasetSource",
+    "EvaluationSpec",
     "FusedKernel",
     "GrpoSettings",
     "GrpoSpec",
@@ -37,6 +38,7 @@ __all__ = [
     "RewardKinds",
     "RewardSpec",
     "RolloutSpec",
+    "RoutingProfile",
     "TrainerConfig",
     "TrainerStatus",
     "TrainingSpec",
@@ -204,6 +206,35 @@ class AdapterOutput(ApiModel):
         max_length=63,
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
         description="Name of the adapter (a DNS label: lowercase letters, digits and '-').",
+    )
+    merge: bool = Field(
+        False,
+        description=(
+            "Also write the adapter merged into the base weights (<dir>/merged, a full model), for engines or "
+            "hardware that cannot run LoRA on MoE layers."
+        ),
+    )
+
+
+class EvaluationSpec(ApiModel):
+    held_out: int = Field(
+        16,
+        ge=0,
+        le=4096,
+        description=(
+            "Dataset rows kept out of training: the held-out eval loss (adapter vs base) and the parity gate's "
+            "prompts come from them. 0 turns both off (the route then never prefers this adapter by its profile)."
+        ),
+    )
+    reference_prompts: int = Field(
+        4, ge=0, le=64, description="Held-out prompts whose greedy tokens and logprobs the parity gate compares."
+    )
+    max_new_tokens: int = Field(8, ge=1, le=256, description="Greedy tokens generated per reference prompt.")
+    profile_prompts: int = Field(
+        64,
+        ge=0,
+        le=256,
+        description="Training prompts embedded (with the router's embedder) into the adapter's routing profile.",
     )
 
 
@@ -453,6 +484,10 @@ class TrainerConfig(ApiModel):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpointing and resume.")
     output: AdapterOutput = Field(..., description="Where the adapter goes.")
     grpo: GrpoSpec | None = Field(None, description="GRPO: rewards, rollouts and sampling (method grpo).")
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec,
+        description="Held-out evaluation, parity-gate reference and routing profile published next to the adapter.",
+    )
     report: ReportSpec | None = Field(None, description="FineTuneJob to report progress to (in-cluster only).")
 
     @model_validator(mode="after")
@@ -488,10 +523,35 @@ class Progress(ApiModel):
     updated_at: str | None = Field(None, description="When the trainer last reported (RFC 3339).")
 
 
+class RoutingProfile(ApiModel):
+    """Where requests for this adapter come from: written by the trainer (tuneroute_trainer/profile.py),
+    read by the router (tuneroute_router/adapters.py) through the route's config."""
+
+    embedder: str = Field(..., max_length=128, description="Embedder of the embeddings; must be the router's.")
+    samples: int = Field(..., ge=1, le=256, description="Training prompts embedded.")
+    embeddings: str = Field(
+        ...,
+        min_length=1,
+        max_length=120000,
+        description="Unit-norm embeddings of a sample of the training prompts: int8 (x127), base64, samples x dim.",
+    )
+    eval_loss: float | None = Field(None, description="The adapter's loss on held-out rows of its data.")
+    base_eval_loss: float | None = Field(None, description="The base model's loss on the same rows.")
+    held_out: int | None = Field(None, ge=0, description="Held-out rows the losses were measured on.")
+
+    @property
+    def beats_base(self) -> bool:
+        """The adapter did better than its base model on the held-out rows."""
+        return self.eval_loss is not None and self.base_eval_loss is not None and self.eval_loss < self.base_eval_loss
+
+
 class TrainerStatus(ApiModel):
     """The part of a FineTuneJob's status the trainer writes (the operator's status model extends it)."""
 
     progress: Progress | None = Field(None, description="Training progress reported by the trainer.")
+    routing_profile: RoutingProfile | None = Field(
+        None, description="The adapter's routing profile and held-out eval losses, reported when training ends."
+    )
 
 
 # Where each trainer config field comes from in a FineTuneJob: a trainer run for a FineTuneJob
@@ -506,6 +566,7 @@ SPEC_FIELDS = {
     "lora": "spec.lora",
     "training": "spec.training",
     "checkpoint": "spec.checkpoint",
+    "evaluation": "spec.evaluation",
     "output.dir": "spec.output.path",
     "output.adapterName": "spec.output.adapterName",
     "output": "spec.output",

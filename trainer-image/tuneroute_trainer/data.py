@@ -82,3 +82,32 @@ def to_trl_columns(ds, fmt: str):
         if bad is not None:
             raise InputError("dataset.format", f"row {bad}: messages must be a non-empty list of {{role, content}}")
     return ds
+
+
+def split_held_out(ds, n: int, seed: int):
+    """(train, held_out or None): `n` rows picked by a seeded shuffle, at most a fifth of the data so
+    that small datasets still train on most of their rows."""
+    import random
+
+    n = min(n, len(ds) // 5)
+    if n <= 0:
+        return ds, None
+    order = list(range(len(ds)))
+    random.Random(seed).shuffle(order)
+    return ds.select(sorted(order[n:])), ds.select(sorted(order[:n]))
+
+
+def prompt_of(row: dict) -> tuple[list[dict] | None, str]:
+    """A row's prompt as (chat messages up to the last user turn, or None for a plain prompt) and the
+    text the router sees (the newest user turn, or the plain prompt)."""
+    if "messages" in row:
+        msgs = row["messages"]
+        last = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=len(msgs) - 1)
+        return msgs[: last + 1], str(msgs[last]["content"])
+    prompt = row.get("prompt")
+    if isinstance(prompt, list):  # conversational preference rows
+        return prompt, str(next((m["content"] for m in reversed(prompt) if m["role"] == "user"), ""))
+    if prompt is None:  # plain-text rows: the first half is the prompt
+        text = str(row.get("text") or row.get("chosen") or "")
+        prompt = text[: max(1, len(text) // 2)]
+    return None, str(prompt)

@@ -64,6 +64,10 @@ class StatusReporter:
         if not force and self._last is not None and t - self._last < self.spec.interval_seconds:
             return False
         self._last = t
+        return self.patch(TrainerStatus(progress=progress))
+
+    def patch(self, status: TrainerStatus) -> bool:
+        """Merge-patch the status fields the training pod owns (progress, routingProfile); never raises."""
         try:
             self._client().patch_namespaced_custom_object_status(
                 GROUP,
@@ -71,7 +75,7 @@ class StatusReporter:
                 self.spec.namespace,
                 FINETUNEJOBS,
                 self.spec.name,
-                {"status": TrainerStatus(progress=progress).wire()},
+                {"status": status.wire()},
                 _content_type="application/merge-patch+json",
             )
             return True
@@ -93,6 +97,8 @@ def make_callback(reporter: StatusReporter | None):
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
+            if "eval_loss" in logs:
+                return  # the held-out evaluation after training is not a training step
             loss = logs.get("loss", logs.get("train_loss"))
             snap = progress_snapshot(
                 state.global_step,

@@ -9,10 +9,11 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from . import distributed
-from .config import TrainerConfig
+from .config import RoutingProfile, TrainerConfig, TrainerStatus
 from .contract import now
 from .distributed import World
 from .errors import InputError, Preempted
@@ -43,14 +44,17 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def publish(model, tokenizer, out: Path, manifest: dict, state_dict: dict | None = None) -> None:
-    """Save adapter + tokenizer to a staging dir, move them in, then write the manifest last.
+def publish(model, tokenizer, out: Path, manifest: dict, state_dict: dict | None = None, extra=None) -> None:
+    """Save adapter + tokenizer (+ whatever `extra(staging)` writes) to a staging dir, move them in,
+    then write the manifest last.
 
     `state_dict`: the adapter's tensors gathered from every rank, when the model is sharded."""
     staging = out / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging, **({} if state_dict is None else {"state_dict": state_dict}))
     tokenizer.save_pretrained(staging)
+    if extra is not None:
+        extra(staging)
     for f in staging.iterdir():
         target = out / f.name
         if target.is_dir():
@@ -158,6 +162,8 @@ def already_done(cfg: TrainerConfig, out: Path) -> dict | None:
         and lora == cfg.lora.model_dump(by_alias=True)
         and manifest.get("training") == cfg.training.model_dump(by_alias=True)
         and manifest.get("grpo") == (cfg.grpo.model_dump(by_alias=True) if cfg.grpo else None)
+        and manifest.get("evaluation", {}).get("spec") == cfg.evaluation.model_dump(by_alias=True)
+        and bool(manifest.get("merged")) == cfg.output.merge
     )
     return manifest if same else None
 
@@ -213,7 +219,7 @@ def run(cfg: TrainerConfig) -> dict:
 
     Under torchrun (WORLD_SIZE > 1) every rank runs this: the model is sharded across ranks (FSDP2),
     rank 0 alone reports progress and writes the adapter and manifest."""
-    from .data import load_rows
+    from .data import load_rows, split_held_out
     from .modeling import hf_token, load_model_config, load_tokenizer
 
     w = distributed.world()
@@ -224,6 +230,8 @@ def run(cfg: TrainerConfig) -> dict:
         raise InputError(
             "method", "grpo trains in one process: several ranks (nodes x GPUs > 1) are not supported for it yet"
         )
+    if w.distributed and cfg.output.merge:
+        raise InputError("output.merge", "a merged model is written by single-process runs only (nodes x GPUs = 1)")
     if w.distributed:
         distributed.init(w)
     prepare_output(out, drop_manifest=w.main)
@@ -231,7 +239,14 @@ def run(cfg: TrainerConfig) -> dict:
     ckpt_dir = checkpoint_dir(cfg)
     resume = _resume_point(cfg, ckpt_dir, w)
     model_config = load_model_config(cfg.model)
-    dataset = _grpo_prompts(cfg) if cfg.method == "grpo" else load_rows(cfg.dataset, token=hf_token())
+    if cfg.method == "grpo":  # no held-out loss: a GRPO run has no labels to score it with
+        dataset, held_out = _grpo_prompts(cfg), None
+    else:
+        dataset, held_out = split_held_out(
+            load_rows(cfg.dataset, token=hf_token()), cfg.evaluation.held_out, cfg.training.seed
+        )
+        if w.distributed:  # the same rows train as in one process; not evaluated (see serving_artifacts)
+            held_out = None
     tokenizer = load_tokenizer(cfg.model)
     if cfg.dataset.format == "chat" and not tokenizer.chat_template:
         raise InputError("dataset.format", "format 'chat' needs a tokenizer with a chat template")
@@ -239,8 +254,9 @@ def run(cfg: TrainerConfig) -> dict:
     sigterm = _sigterm_callback(w)
     callbacks: list[Any] = [sigterm]
     progress = None
+    reporter = StatusReporter(cfg.report) if cfg.report and w.main else None
     if w.main:  # progress is rank 0's: its logged loss is already the mean over ranks
-        progress = make_callback(StatusReporter(cfg.report) if cfg.report else None)
+        progress = make_callback(reporter)
         callbacks.append(progress)
     grpo = None
     trainer: Any
@@ -262,6 +278,7 @@ def run(cfg: TrainerConfig) -> dict:
             model=model,
             args=_trainer_args(cfg, ckpt_dir),
             train_dataset=dataset,
+            eval_dataset=held_out,
             processing_class=tokenizer,
             callbacks=callbacks,
         )
@@ -287,11 +304,70 @@ def run(cfg: TrainerConfig) -> dict:
     manifest = _manifest(cfg, kernel, resume, state, result, losses, elapsed, w)
     if grpo is not None:
         manifest["metrics"].update(grpo.summary(state.log_history))
+    serving = serving_artifacts(cfg, trainer, tokenizer, dataset, held_out, w)
+    manifest["evaluation"] = {"spec": cfg.evaluation.model_dump(by_alias=True), **serving.evaluation}
+    manifest["merged"] = "merged" if cfg.output.merge else None
     adapter = distributed.full_trainable_state(trainer.model) if w.distributed else None
     if w.main:
-        publish(trainer.model, tokenizer, out, manifest, state_dict=adapter)
+        publish(trainer.model, tokenizer, out, manifest, state_dict=adapter, extra=serving.write)
+        if reporter is not None and serving.profile is not None:
+            reporter.patch(TrainerStatus(routing_profile=RoutingProfile.model_validate(serving.profile)))
     distributed.barrier()
     return manifest
+
+
+def serving_artifacts(cfg: TrainerConfig, trainer, tokenizer, train_rows, held_out, w: World):
+    """What serving needs next to the adapter: the held-out eval losses (adapter and base), the parity
+    gate's reference, the routing profile and, with output.merge, the merged model.
+
+    A sharded run (several ranks) writes the routing profile only, without held-out losses: the
+    reference needs each module's full delta, and evaluating needs every rank; neither is done yet."""
+    from . import reference
+    from .data import prompt_of
+    from .profile import PROFILE_JSON, routing_profile
+
+    model = trainer.model
+    ev = cfg.evaluation
+    evaluation: dict = {"heldOut": 0 if held_out is None else len(held_out)}
+    texts = [prompt_of(row)[1] for row in train_rows]
+    if w.distributed:
+        profile = routing_profile(texts, ev.profile_prompts, None, None, 0) if w.main else None
+
+        def write_profile(staging: Path) -> None:
+            if profile is not None:
+                _write_json_atomic(staging / PROFILE_JSON, profile)
+
+        return SimpleNamespace(evaluation=evaluation, profile=profile, write=write_profile)
+    prompts: list[list[int]] = []
+    if held_out is not None:
+        evaluation["evalLoss"] = trainer.evaluate()["eval_loss"]
+        with model.disable_adapter():
+            evaluation["baseEvalLoss"] = trainer.evaluate()["eval_loss"]
+        for row in held_out.select(range(min(ev.reference_prompts, len(held_out)))):
+            messages, text = prompt_of(row)
+            prompts.append(reference.prompt_token_ids(tokenizer, messages, text))
+    modules, tensors = reference.fingerprints(model)
+    outputs = reference.outputs(model, prompts, ev.max_new_tokens) if prompts else None
+    profile = routing_profile(
+        texts, ev.profile_prompts, evaluation.get("evalLoss"), evaluation.get("baseEvalLoss"), evaluation["heldOut"]
+    )
+
+    def write(staging: Path) -> None:
+        reference.write(staging, modules, tensors, outputs)
+        if profile is not None:
+            _write_json_atomic(staging / PROFILE_JSON, profile)
+        if cfg.output.merge:
+            write_merged(model, tokenizer, staging / "merged")
+
+    return SimpleNamespace(evaluation=evaluation, profile=profile, write=write)
+
+
+def write_merged(model, tokenizer, target: Path) -> None:
+    """The adapter merged into the base weights: a plain model any engine can serve. In place (no
+    second copy of the weights): it must be the last thing done with the model."""
+    merged = model.merge_and_unload()
+    merged.save_pretrained(target)
+    tokenizer.save_pretrained(target)
 
 
 def _manifest(cfg, kernel, resume, state, result, losses, elapsed, w: World) -> dict:

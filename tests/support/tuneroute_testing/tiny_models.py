@@ -58,21 +58,25 @@ CONFIGS: dict[str, tuple[str, dict]] = {
 }
 
 
-def tiny_config(arch: str):
+# Dimensions vLLM's CPU attention accepts (head_dim 32, not 8), for models the tests serve with vLLM.
+SERVABLE = dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=32)
+
+
+def tiny_config(arch: str, servable: bool = False):
     import transformers as tf
 
     cls, moe = CONFIGS[arch]
-    return getattr(tf, cls)(**{**COMMON, **moe})
+    return getattr(tf, cls)(**{**COMMON, **(SERVABLE if servable else {}), **moe})
 
 
 ARCHS = ["qwen3_moe", "qwen2_moe", "mixtral", "olmoe", "deepseek_v3", "glm4_moe", "gemma4", "gpt_oss"]
 
 
-def tiny_model(arch: str, seed: int = 0):
+def tiny_model(arch: str, seed: int = 0, servable: bool = False):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, servable), dtype=torch.float32)
     # random init leaves expert weights tiny; make them matter so parity checks are not trivially met
     with torch.no_grad():
         for name, p in model.named_parameters():

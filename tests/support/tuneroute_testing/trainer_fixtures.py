@@ -34,8 +34,9 @@ def char_tokenizer():
     return fast
 
 
-def save_tiny_model(arch: str, path: Path, seed: int = 0) -> Path:
-    model = tiny_model(arch, seed=seed)
+def save_tiny_model(arch: str, path: Path, seed: int = 0, servable: bool = False) -> Path:
+    """A tiny random model and the character tokenizer; `servable`: dimensions vLLM accepts."""
+    model = tiny_model(arch, seed=seed, servable=servable)
     model.save_pretrained(path)
     char_tokenizer().save_pretrained(path)
     return path

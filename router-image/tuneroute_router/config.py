@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from tuneroute_trainer.config import RoutingProfile
 from tuneroute_trainer.contract import ApiModel, FieldError, Matches, Pattern, Rule, check, describe, rules
 
 __all__ = [
@@ -190,6 +191,13 @@ class PoolModel(PoolMember):
     url: HttpUrl = Field(..., description="Backend base URL including /v1, e.g. http://vllm-small.ns.svc:8000/v1.")
     adapter: AdapterRef | None = Field(
         None, description="LoRA adapter to load on the vLLM backend before sending it traffic."
+    )
+    profile: RoutingProfile | None = Field(
+        None,
+        description=(
+            "Routing profile of a fine-tuned adapter: requests for the virtual model that fall inside it go to "
+            "this model, if it beat its base on held-out data."
+        ),
     )
 
     @property

@@ -29,6 +29,8 @@ def record(
         "stream": stream,
         "classify_ms": round(classify_s * 1e3, 3),
     }
+    if decision.adapter_score is not None:
+        out["adapter_score"] = round(decision.adapter_score, 4)
     if prompt is not None:  # server.logPrompts
         out["prompt"] = prompt
     return out

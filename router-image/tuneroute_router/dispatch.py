@@ -104,6 +104,13 @@ def _retryable(status: int) -> bool:
     return status == 429 or status >= 500
 
 
+def _unknown_model(body: bytes) -> bool:
+    """In a 404: vLLM's answer for a model name it does not serve ("The model `x` does not exist.").
+    The route's config says this backend serves that name, so the backend is at fault: a restarted
+    vLLM that forgot a runtime-loaded adapter, or a replica that predates the adapter's rollout."""
+    return b"does not exist" in body
+
+
 class Dispatcher:
     def __init__(self, session: aiohttp.ClientSession, metrics: Metrics):
         self.session = session
@@ -148,6 +155,23 @@ class Dispatcher:
                 return
             raise AdapterLoadError(f"load_lora_adapter on {b.model.name}: {r.status} {text[:200]}")
 
+    async def _post(self, m: PoolModel, path: str, payload: bytes, stream: bool, d: Dispatch, deadline: float):
+        left = deadline - time.monotonic()
+        # The deadline bounds the wait for an answer (a stream's first bytes), not a stream.
+        return await asyncio.wait_for(
+            self.session.post(
+                m.url.rstrip("/") + path,
+                data=payload,
+                headers=_JSON_HEADERS,
+                timeout=aiohttp.ClientTimeout(
+                    total=None if stream else min(m.timeout_seconds, max(left, 0.001)),
+                    sock_connect=d.connect_timeout_seconds,
+                    sock_read=m.timeout_seconds,
+                ),
+            ),
+            max(left, 0.001),
+        )
+
     async def send(
         self, candidates: list[Backend], body: dict, path: str, stream: bool, d: Dispatch
     ) -> Served | Failed:
@@ -188,21 +212,29 @@ class Dispatcher:
             keep_gate = False
             try:
                 await self._ensure_adapter(b, d)
-                left = deadline - time.monotonic()
-                # The deadline bounds the wait for an answer (a stream's first bytes), not a stream.
-                resp = await asyncio.wait_for(
-                    self.session.post(
-                        m.url.rstrip("/") + path,
-                        data=payload,
-                        headers=_JSON_HEADERS,
-                        timeout=aiohttp.ClientTimeout(
-                            total=None if stream else min(m.timeout_seconds, max(left, 0.001)),
-                            sock_connect=d.connect_timeout_seconds,
-                            sock_read=m.timeout_seconds,
-                        ),
-                    ),
-                    max(left, 0.001),
-                )
+                resp = await self._post(m, path, payload, stream, d, deadline)
+                answer: bytes | None = None
+                if resp.status == 404:
+                    answer = await resp.read()
+                    resp.release()
+                    if _unknown_model(answer) and m.adapter is not None:
+                        # a restarted vLLM forgets runtime-loaded adapters: load it again, resend once
+                        log.warning("backend %s lost adapter %s: loading it again", m.name, m.adapter.name)
+                        b.adapter_loaded = False
+                        await self._ensure_adapter(b, d)
+                        resp = await self._post(m, path, payload, stream, d, deadline)
+                        answer = None
+                        if resp.status == 404:
+                            answer = await resp.read()
+                            resp.release()
+                if answer is not None and _unknown_model(answer):
+                    backend_s += time.perf_counter() - t
+                    self.record_failure(b)
+                    log.warning("backend %s does not serve %s", m.name, m.backend_model)
+                    message = f"the backend of model {m.name} does not serve {m.backend_model} (yet)"
+                    body_ = error_body(message, "server_error", "backend_missing_model")
+                    last = Failed(503, body_, attempts, backend_s, m.name)
+                    continue
                 if _retryable(resp.status):
                     refusal = await resp.read()
                     resp.release()
@@ -216,8 +248,8 @@ class Dispatcher:
                         )
                     last = Failed(resp.status, refusal, attempts, backend_s, m.name)
                     continue
-                data: bytes | None = None
-                if not stream or resp.status != 200:
+                data: bytes | None = answer
+                if data is None and (not stream or resp.status != 200):
                     data = await resp.read()
                     resp.release()
                 else:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import auth
 from .accounting import strongest
+from .adapters import EMBEDDER, AdapterMatcher, decode
 from .classifier import Classifier, ExampleIndex
 from .config import ConfigError, PoolModel, RouterConfig, load_config
 from .dispatch import Backend, sync_backends
@@ -34,6 +35,7 @@ class State:
     examples: ExampleIndex | None  # the route's example prompts, embedded (needs the classifier)
     strongest: PoolModel  # baseline for "cost saved"
     signature: tuple  # (config file hash, keys mount signature) this state was built from
+    adapters: AdapterMatcher | None = None  # the route's adapters' routing profiles (needs the classifier)
 
 
 def examples_index(cfg: RouterConfig, clf: Classifier | None) -> ExampleIndex | None:
@@ -43,6 +45,22 @@ def examples_index(cfg: RouterConfig, clf: Classifier | None) -> ExampleIndex | 
     for e in cfg.policy.examples:
         grouped.setdefault(e.tier, []).extend(e.prompts)
     return ExampleIndex(clf.embedder, grouped)
+
+
+def adapter_matcher(cfg: RouterConfig, clf: Classifier | None) -> AdapterMatcher | None:
+    """A model per adapter whose profile this router can read (same embedder) and that beat its base."""
+    if clf is None:
+        return None
+    profiles = {}
+    for m in cfg.pool:
+        p = m.profile
+        if p is None or p.embedder != EMBEDDER or not p.beats_base:
+            continue
+        try:
+            profiles[m.name] = decode(p.embeddings, clf.embedder.dim)
+        except ValueError as e:
+            log.warning("routing profile of %s is unreadable, not used: %s", m.name, e)
+    return AdapterMatcher.build(profiles, clf.embedder) if profiles else None
 
 
 class LiveConfig:
@@ -67,7 +85,8 @@ class LiveConfig:
         backends = sync_backends(old.backends if old else {}, cfg.pool, cfg.dispatch)
         # the signature again with this config's keys path, so that key rotation is noticed
         sig = (signature[0], auth.keys_signature(cfg.auth.api_keys_path))
-        return State(cfg, backends, keys, examples_index(cfg, self.classifier), strongest(cfg.pool), sig)
+        clf = self.classifier
+        return State(cfg, backends, keys, examples_index(cfg, clf), strongest(cfg.pool), sig, adapter_matcher(cfg, clf))
 
     def reload(self, force: bool = False) -> bool | None:
         """Reload when the file or keys changed. True: swapped; False: refused; None: unchanged."""
@@ -95,12 +114,13 @@ class LiveConfig:
                 log.exception("config watcher error")
 
     async def use_classifier(self, clf: Classifier) -> None:
-        """Embed the route's examples with the classifier that has just loaded, and keep it for
-        later reloads. The config may have been reloaded meanwhile: examples go to the one read."""
+        """Embed the route's examples (and fit its adapters' profiles) with the classifier that has
+        just loaded, and keep it for later reloads. The config may have been reloaded meanwhile: examples go to the one read."""
         st = self.state
         examples = await asyncio.to_thread(examples_index, st.cfg, clf)
+        adapters = await asyncio.to_thread(adapter_matcher, st.cfg, clf)
         self.classifier = clf
         if self.state is st:
-            self.state = dataclasses.replace(st, examples=examples)
+            self.state = dataclasses.replace(st, examples=examples, adapters=adapters)
         else:
             await asyncio.to_thread(self.reload, True)

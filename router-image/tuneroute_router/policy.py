@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class Decision:
     tier: int  # tier the score asked for (before constraints)
     score: float | None  # P(needs more than the cheapest tier), after route examples
     reason: str
+    adapter_score: float | None = None  # P(in the chosen adapter's domain), when an adapter matched
 
 
 def requested_output_tokens(body: dict) -> int:
@@ -179,3 +181,20 @@ def decide(
 def direct(cfg: RouterConfig, m: PoolModel) -> Decision:
     """A request naming a pool model: that model only, no fallback (the client chose it)."""
     return Decision([m], m.tier, None, "direct")
+
+
+def adapters_last(d: Decision) -> Decision:
+    """Fine-tuned adapters (pool models with a routing profile) get the requests of their own domain
+    (prefer_adapter); complexity routing tries them only after every other candidate."""
+    if not any(m.profile for m in d.candidates[1:]) and not d.candidates[0].profile:
+        return d
+    cands = [m for m in d.candidates if m.profile is None] + [m for m in d.candidates if m.profile is not None]
+    return dataclasses.replace(d, candidates=cands)
+
+
+def prefer_adapter(d: Decision, adapter: PoolModel, p: float) -> Decision:
+    """The request falls inside `adapter`'s routing profile: the adapter first, then what complexity
+    routing chose (its base among them, so a failing adapter falls back to a capable model)."""
+    rest = [m for m in d.candidates if m is not adapter]
+    reason = "adapter-match" + ("+" + d.reason if d.reason not in ("classifier", "default") else "")
+    return Decision([adapter, *rest], adapter.tier, d.score, reason, adapter_score=p)

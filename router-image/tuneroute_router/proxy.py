@@ -81,6 +81,8 @@ class Proxy:
             "x-tuneroute-score": "none" if decision.score is None else f"{decision.score:.3f}",
             "x-tuneroute-attempts": str(result.attempts),
         }
+        if decision.adapter_score is not None:
+            headers["x-tuneroute-adapter-score"] = f"{decision.adapter_score:.3f}"
         if isinstance(result, Failed):
             return self._failed(result, decision, headers, rec, t0)
         return self._served(st, result, decision, headers, rec, t0)
@@ -99,9 +101,16 @@ class Proxy:
         t = time.perf_counter()
         scored = clf.score(view) if view.text.strip() else None
         nearest = st.examples.nearest(scored.emb) if (scored and st.examples) else None
+        decision = policy.adapters_last(policy.decide(cfg, view, body, scored.p_levels if scored else None, nearest))
+        if scored is not None and st.adapters is not None:
+            # inside an adapter's routing profile, among the models that meet the request's constraints
+            match = st.adapters.best(scored.emb, {m.name for m in decision.candidates})
+            if match is not None:
+                adapter = next(m for m in decision.candidates if m.name == match.name)
+                decision = policy.prefer_adapter(decision, adapter, match.p)
         classify_s = time.perf_counter() - t
         self.metrics.classify.observe(classify_s)
-        return policy.decide(cfg, view, body, scored.p_levels if scored else None, nearest), classify_s
+        return decision, classify_s
 
     def _failed(
         self, result: Failed, decision: policy.Decision, headers: dict[str, str], rec: dict, t0: float

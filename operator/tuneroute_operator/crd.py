@@ -227,6 +227,13 @@ def finetunejob_crd() -> dict:
             "description": "Percent of steps done.",
         },
         {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
+        {
+            "name": "Verified",
+            "type": "string",
+            "jsonPath": ".status.conditions[?(@.type=='ServingVerified')].status",
+            "description": "The parity gate: vLLM serves the adapter as trained.",
+        },
+        {"name": "Adapter", "type": "string", "jsonPath": ".status.adapterName", "priority": 1},
         {"name": "ETA(s)", "type": "integer", "jsonPath": ".status.progress.etaSeconds", "priority": 1},
         {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "priority": 1},
         # grpo (wide): what RL practitioners watch besides the loss

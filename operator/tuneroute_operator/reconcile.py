@@ -187,13 +187,14 @@ def finetunejob(
     old = body.get("status") or {}
     if old.get("phase") in TERMINAL:
         # Finished: never a Job again (its Job may be gone: ttlSecondsAfterFinished, or deleted).
-        finetunejob_status(kube, owner.namespace, owner.name, emit)
+        finetunejob_status(kube, owner.namespace, owner.name, emit, settings)
         return
     try:
         spec = FineTuneJobSpec.model_validate(body["spec"])
+        name = _adapter_name(body, spec)
         job = _current_job(kube, owner.namespace, owner.name) if dist_build.gang(spec) else None
         scheduling = dist_build.scheduling_labels(body["metadata"].get("labels"))
-        children = ftj_build.children(owner, spec, settings, gang.attempt(job) if job else 1, scheduling)
+        children = ftj_build.children(owner, spec, settings, name, gang.attempt(job) if job else 1, scheduling)
     except ValidationError as e:
         _fail(kube, emit, body, "InvalidSpec", f"invalid spec: {describe(e, 'spec')}", ftj_status.TYPES)
         raise InvalidSpec(describe(e, "spec")) from None
@@ -201,7 +202,7 @@ def finetunejob(
     if not old.get("jobName") and first is not None and first.name != owner.name:
         # Checked before the first Job only: the older job keeps the directory, this one never starts.
         message = (
-            f"spec.output: claim {spec.output.pvc}, path {ftj_build.output_path(owner, spec)} is already the output "
+            f"spec.output: claim {spec.output.pvc}, path {ftj_build.output_path(spec, _adapter_name(body, spec))} is already the output "
             f"of FineTuneJob {first.name}; two jobs there would overwrite each other's adapter and checkpoints: "
             "set spec.output.path"
         )
@@ -225,6 +226,11 @@ def finetunejob(
 def job_finished(job: dict[str, Any]) -> bool:
     """Whether a batch/v1 Job has ended (Complete, Failed, or about to fail)."""
     return ftj_status.finished(job)
+
+
+def _adapter_name(body: dict[str, Any], spec: FineTuneJobSpec) -> str:
+    """The versioned adapter name: computed once, then read back from status."""
+    return (body.get("status") or {}).get("adapterName") or ftj_build.adapter_name(Owner.of(body), spec)
 
 
 def _current_job(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
@@ -263,7 +269,8 @@ def _next_attempt(
     if not gang.restart_due(job, ftj_status.failed_reason(job), spec.backoff_limit):
         return job
     scheduling = dist_build.scheduling_labels(body["metadata"].get("labels"))
-    children = ftj_build.children(Owner.of(body), spec, settings, gang.attempt(job) + 1, scheduling)
+    name = _adapter_name(body, spec)
+    children = ftj_build.children(Owner.of(body), spec, settings, name, gang.attempt(job) + 1, scheduling)
     return _apply_children(kube, emit, body, children, ftj_status.TYPES)[-1]
 
 
@@ -272,15 +279,20 @@ def _finetunejob_status(
 ) -> None:
     meta, old = body["metadata"], body.get("status") or {}
     ns, name = meta["namespace"], meta["name"]
-    if old.get("phase") in TERMINAL:
-        # Succeeded or Failed stays so: the Job may be deleted (ttlSecondsAfterFinished), which
-        # must not turn a finished job into a Pending one, nor drop its adapter from routes.
-        _write_status(kube, emit, body, FineTuneJobStatus(observed_generation=meta.get("generation")))
-        return
     try:
         spec: FineTuneJobSpec | None = FineTuneJobSpec.model_validate(body["spec"])
     except ValidationError:
         spec = None  # reported by the spec's own reconcile; the Job, if any, still has a status
+    adapter_name = _adapter_name(body, spec) if spec else None
+    if old.get("phase") in TERMINAL:
+        # Succeeded or Failed stays so: the Job may be deleted (ttlSecondsAfterFinished), which
+        # must not turn a finished job into a Pending one, nor drop its adapter from routes. What
+        # still moves after success is the parity gate.
+        if old.get("phase") == "Succeeded" and spec and adapter_name:
+            _serving_status(kube, body, spec, adapter_name, settings or Settings(), emit)
+        else:
+            _write_status(kube, emit, body, FineTuneJobStatus(observed_generation=meta.get("generation")))
+        return
     nodes = spec.resources.nodes if spec else 1
     if spec and nodes > 1:
         job = _next_attempt(kube, settings, body, spec, _current_job(kube, ns, name), emit)
@@ -306,19 +318,49 @@ def _finetunejob_status(
         before = kube.list("v1", "Pod", ns, f"job-name={dist_build.job_name(Owner.of(body), n - 1)}")
         message = gang.restarting_message(n, spec.backoff_limit, message, gang.root_cause(before))
         wanted = ftj_status.pending("Restarting", message)
-    adapter = None
-    if phase == "Succeeded" and spec:
-        adapter = ftj_status.adapter(Owner.of(body), spec)
+    serving_cond, serving = ftj_status.serving(bool(spec and spec.verify.enabled), phase, None, [])
+    if phase == "Succeeded" and spec and adapter_name and spec.verify.enabled:
+        serving_cond, serving = _verify(kube, Owner.of(body), spec, adapter_name, settings or Settings())
     status = FineTuneJobStatus(
         phase=phase,
-        conditions=cond.merge(old.get("conditions"), wanted, now(), meta.get("generation", 1)),
+        conditions=cond.merge(old.get("conditions"), [*wanted, serving_cond], now(), meta.get("generation", 1)),
         observed_generation=meta.get("generation"),
         job_name=job_name if job else None,
         attempts=ftj_status.attempts(job, nodes),
         start_time=jst.get("startTime"),
         completion_time=jst.get("completionTime"),
         message=message,
-        adapter=adapter,
+        adapter_name=adapter_name,
+        adapter=ftj_status.adapter(spec, adapter_name) if phase == "Succeeded" and spec and adapter_name else None,
+        serving=serving,
+    )
+    _write_status(kube, emit, body, status)
+
+
+def _verify(kube: Kube, owner: Owner, spec: FineTuneJobSpec, adapter_name: str, settings: Settings):
+    """The parity gate of a written adapter: its verify Job (created once) and what it found."""
+    verify_job = kube.get("batch/v1", "Job", owner.namespace, ftj_build.verify_name(owner))
+    if verify_job is None:
+        for child in ftj_build.verify_children(owner, spec, settings, adapter_name):
+            verify_job = kube.apply(child)
+    pods = kube.list("v1", "Pod", owner.namespace, f"job-name={ftj_build.verify_name(owner)}")
+    return ftj_status.serving(True, "Succeeded", verify_job, pods)
+
+
+def _serving_status(
+    kube: Kube, body: dict[str, Any], spec: FineTuneJobSpec, adapter_name: str, settings: Settings, emit: Emit
+) -> None:
+    """A succeeded FineTuneJob's ServingVerified condition and gate figures; the rest stays as it is."""
+    meta, old = body["metadata"], body.get("status") or {}
+    if spec.verify.enabled:
+        serving_cond, serving = _verify(kube, Owner.of(body), spec, adapter_name, settings)
+    else:
+        serving_cond, serving = ftj_status.serving(False, "Succeeded", None, [])
+    kept = [cond.Cond.of(c) for c in old.get("conditions") or [] if c.get("type") != serving_cond.type]
+    status = FineTuneJobStatus(
+        conditions=cond.merge(old.get("conditions"), [*kept, serving_cond], now(), meta.get("generation", 1)),
+        observed_generation=meta.get("generation"),
+        serving=serving,
     )
     _write_status(kube, emit, body, status)
 
@@ -350,6 +392,12 @@ def _modelroute(kube: Kube, settings: Settings, body: dict[str, Any], emit: Emit
     except ValidationError as e:
         _fail(kube, emit, body, "InvalidSpec", f"invalid spec: {describe(e, 'spec')}", route_status.TYPES)
         raise InvalidSpec(describe(e, "spec")) from None
+    # vLLM the operator deploys: its Deployment (serving the ready adapters) first, then its readiness
+    deployments: dict[str, dict | None] = {}
+    for entry, children in route_build.vllm_backends(owner, spec, resolved, settings).items():
+        deployments[entry] = kube.apply(children[0])
+        kube.apply(children[1])
+    resolved = route_build.with_availability(resolved, deployments)
     config, refused = None, None
     if any(r.model is not None for r in resolved):
         try:
@@ -388,7 +436,7 @@ def _modelroute_status(
 ) -> None:
     meta, old = body["metadata"], body.get("status") or {}
     wanted = route_status.conditions(resolved, deployment, replicas, refused)
-    ready_n = sum(r.model is not None for r in resolved)
+    ready_n = sum(r.ready for r in resolved)
     status = ModelRouteStatus(
         conditions=cond.merge(old.get("conditions"), wanted, now(), meta.get("generation", 1)),
         observed_generation=meta.get("generation"),
@@ -432,30 +480,41 @@ def output_owner(users: Iterable[OutputUser]) -> OutputUser | None:
 
 @dataclass(frozen=True)
 class AdapterEntry:
-    """A route's pool entry that serves a FineTuneJob's adapter, and whether the route's status
-    last said it was ready (None: not said yet)."""
+    """A route's pool entry that serves a FineTuneJob's adapter, and what the route's status last
+    said of it (None: not said yet)."""
 
     route: str
     entry: str
     ready: bool | None
+    reason: str | None = None
+    allow_unverified: bool = False
 
 
 def adapter_entries(
     namespace: str, name: str, spec: dict[str, Any], status: dict[str, Any]
 ) -> dict[tuple[str, str], tuple[AdapterEntry, ...]]:
     """One ModelRoute's index entries: (namespace, FineTuneJob name) -> its entries serving that job."""
-    seen = {b.get("name"): b.get("ready") for b in (status or {}).get("backendStatus") or []}
+    seen = {b.get("name"): b for b in (status or {}).get("backendStatus") or []}
     out: dict[tuple[str, str], tuple[AdapterEntry, ...]] = {}
     for entry in (spec or {}).get("pool") or []:
-        job = ((entry.get("backend") or {}).get("fineTuneJob") or {}).get("name")
-        if job:
-            key = (namespace, job)
-            out[key] = (*out.get(key, ()), AdapterEntry(name, entry.get("name", ""), seen.get(entry.get("name"))))
+        ref = (entry.get("backend") or {}).get("fineTuneJob") or {}
+        if ref.get("name"):
+            key = (namespace, ref["name"])
+            last = seen.get(entry.get("name")) or {}
+            found = AdapterEntry(
+                name, entry.get("name", ""), last.get("ready"), last.get("reason"), bool(ref.get("allowUnverified"))
+            )
+            out[key] = (*out.get(key, ()), found)
     return out
 
 
 def routes_waiting_on(entries: Iterable[tuple[AdapterEntry, ...]], finetunejob: dict[str, Any]) -> list[str]:
-    """Names of the routes whose view of this FineTuneJob's adapter is out of date."""
-    adapter_ready = (finetunejob.get("status") or {}).get("phase") == "Succeeded"
-    stale = {e.route for group in entries for e in group if e.ready != adapter_ready}
+    """Names of the routes whose view of this FineTuneJob's adapter is out of date (ready or why not)."""
+    name = finetunejob["metadata"]["name"]
+    stale = set()
+    for group in entries:
+        for e in group:
+            ready, reason, _ = route_build.adapter_state(name, finetunejob, e.allow_unverified)
+            if (e.ready, e.reason) != (ready, reason):
+                stale.add(e.route)
     return sorted(stale)

@@ -16,6 +16,10 @@ class Settings(BaseSettings):
     )
     trainer_image: str = Field("ghcr.io/tuneroute/trainer:0.1.0", description="Default trainer image.")
     router_image: str = Field("ghcr.io/tuneroute/router:0.1.0", description="Default router image.")
+    vllm_image: str = Field(
+        "vllm/vllm-openai:v0.32.0",
+        description="Default vLLM image: the parity gate's verify Jobs and vllm pool backends (the chart pins it).",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     log_format: Literal["plain", "json"] = "plain"
     health_port: int = Field(8080, description="Liveness endpoint port (/healthz).")

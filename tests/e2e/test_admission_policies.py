@@ -50,7 +50,7 @@ def test_the_status_policy_covers_every_field_the_operator_owns():
     template = (REPO / "charts" / "tuneroute" / "templates" / "admission-policies.yaml").read_text()
     listed = set(re.findall(r'"(\w+)"', re.search(r"\$operatorOwned := list ([^-]*)-}}", template).group(1)))
     fields = {f.alias or name for name, f in FineTuneJobStatus.model_fields.items()}
-    assert listed == fields - {"progress"}
+    assert listed == fields - {"progress", "routingProfile"}
 
 
 def test_an_image_allow_list_refuses_other_images_naming_the_field(control_plane, namespace):
@@ -69,6 +69,11 @@ def test_an_image_allow_list_refuses_other_images_naming_the_field(control_plane
         assert refused.returncode != 0
         assert "spec.image evil.example/miner:1 is not allowed" in refused.stderr
         assert "registry.example/ml/" in refused.stderr
+        gate = cp.kubectl(
+            "-n", namespace, "apply", "-f", "-", check=False,
+            input=json.dumps(small_finetunejob("gate", image="registry.example/ml/trainer:1", verify={"image": "evil.example/vllm:1"})),
+        )  # fmt: skip
+        assert gate.returncode != 0 and "spec.verify.image evil.example/vllm:1 is not allowed" in gate.stderr
         apply(cp, namespace, small_finetunejob("ours", image="registry.example/ml/trainer:1"))
         apply(cp, namespace, small_finetunejob("default-image"))  # no spec.image: the operator's default
     finally:

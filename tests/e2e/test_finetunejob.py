@@ -54,7 +54,8 @@ def test_examples_create_the_trainer_job_with_gpu_placement_and_a_valid_config(
     cm = get(cp, namespace, "configmap", "qwen3-support-trainer")
     config = TrainerConfig.model_validate(yaml.safe_load(cm["data"]["trainer.yaml"]))
     assert config.model.id == "Qwen/Qwen3-30B-A3B" and config.lora.rank == 16 and config.lora.experts
-    assert config.output.dir == "/mnt/pvc/tuneroute-adapters/adapters/qwen3-support"
+    name = config.output.adapter_name  # versioned: <job>-<hash of uid and spec>
+    assert name.startswith("qwen3-support-") and config.output.dir == f"/mnt/pvc/tuneroute-adapters/adapters/{name}"
     assert config.report.name == "qwen3-support" and config.report.namespace == namespace
 
     # The scheduler really places it on a GPU node; the FineTuneJob follows the pod.
@@ -75,11 +76,12 @@ def test_pod_success_turns_the_job_succeeded_and_visible_in_kubectl_get(control_
 
     assert condition(ftj, "Ready")["status"] == "True"
     assert condition(ftj, "Succeeded")["reason"] == "TrainingSucceeded"
-    assert ftj["status"]["adapter"] == {
-        "name": "ok",
+    name = ftj["status"]["adapterName"]
+    assert name.startswith("ok-") and ftj["status"]["adapter"] == {
+        "name": name,
         "pvc": "tuneroute-adapters",
-        "path": "adapters/ok",
-        "uri": "pvc://tuneroute-adapters/adapters/ok",
+        "path": f"adapters/{name}",
+        "uri": f"pvc://tuneroute-adapters/adapters/{name}",
     }
     assert ftj["status"]["completionTime"] and ftj["status"]["attempts"] == 1
     table = cp.kubectl("-n", namespace, "get", "ftj", "ok").stdout.splitlines()
@@ -252,7 +254,8 @@ def test_a_finished_job_deleted_by_its_ttl_stays_succeeded_even_across_operator_
         lambda: operator.sample("tuneroute_reconciles_total", kind="FineTuneJob", result="ok") >= 1, 60, "a resume"
     )
     ftj = get(cp, namespace, "finetunejob", "short-lived")
-    assert ftj["status"]["phase"] == "Succeeded" and ftj["status"]["adapter"]["path"] == "adapters/short-lived"
+    name = ftj["status"]["adapterName"]
+    assert ftj["status"]["phase"] == "Succeeded" and ftj["status"]["adapter"]["path"] == f"adapters/{name}"
     assert condition(ftj, "Ready")["status"] == "True"
     assert get(cp, namespace, "job", "short-lived") is None
     assert not cp.get("pods", "-n", namespace, "-l", "job-name=short-lived")["items"]

@@ -82,6 +82,22 @@ def test_route_serves_the_adapter_once_its_finetunejob_succeeds(control_plane, o
     assert _router_config(cp, namespace, "assistant").by_name("qwen3-support") is None
 
     cp.finish_pod(namespace, running_pod(cp, namespace, "qwen3-support"), exit_code=0)
+
+    def verifying(s):
+        entry = next((b for b in s.get("backendStatus") or [] if b["name"] == "qwen3-support"), {})
+        return entry.get("reason") == "AdapterVerifying" and s.get("backends") == "3/4"
+
+    _route_status(cp, namespace, "assistant", verifying, "the adapter to wait for the gate")
+    # The parity gate's verdict, as the verify pod reports it (test_serving_gate runs the real gate).
+    verdict = {"verified": True, "reason": "Verified", "vllmVersion": "0.32.0", "weights": {"modules": 96}}
+    cp.finish_pod(
+        namespace, running_pod(cp, namespace, "qwen3-support-verify"), exit_code=0, message=json.dumps(verdict)
+    )
+    wait_until(
+        lambda: condition(get(cp, namespace, "finetunejob", "qwen3-support"), "ServingVerified")["status"] == "True",
+        60,
+        "ServingVerified=True",
+    )
     route = _route_status(
         cp, namespace, "assistant", lambda s: s.get("backends") == "4/4", "the adapter to join the route"
     )
@@ -89,8 +105,9 @@ def test_route_serves_the_adapter_once_its_finetunejob_succeeds(control_plane, o
     entry = _router_config(cp, namespace, "assistant").by_name("qwen3-support")
     base = _router_config(cp, namespace, "assistant").by_name("qwen3-30b-a3b")
     assert entry.url == base.url  # served by the base model's vLLM
-    assert entry.backend_model == "qwen3-support"
-    assert (entry.adapter.name, entry.adapter.path) == ("qwen3-support", "/adapters/adapters/qwen3-support")
+    name = get(cp, namespace, "finetunejob", "qwen3-support")["status"]["adapterName"]
+    assert entry.backend_model == name and name.startswith("qwen3-support-")
+    assert (entry.adapter.name, entry.adapter.path) == (name, f"/adapters/adapters/{name}")
 
 
 def test_a_stored_spec_the_router_refuses_sets_a_failed_condition_once(control_plane, scoped, namespace):

@@ -13,7 +13,8 @@ from tuneroute_trainer.config import TrainerConfig
 
 
 def _children(body, **settings):
-    return build.children(Owner.of(body), FineTuneJobSpec.model_validate(body["spec"]), Settings(**settings))
+    owner, spec = Owner.of(body), FineTuneJobSpec.model_validate(body["spec"])
+    return build.children(owner, spec, Settings(**settings), build.adapter_name(owner, spec))
 
 
 def test_children_are_configmap_rbac_then_job_all_owned_by_the_finetunejob(ftj_body):
@@ -235,3 +236,57 @@ def test_several_nodes_need_claims_every_node_can_mount(ftj_body):
     assert distributed.shared_storage_problem(spec, claims) is None
     one_node = FineTuneJobSpec.model_validate(_with(ftj_body, nodes=1)["spec"])
     assert distributed.shared_storage_problem(one_node, {claim: _pvc("ReadWriteOnce")}) is None
+
+
+def _owner_spec(body):
+    return Owner.of(body), FineTuneJobSpec.model_validate(body["spec"])
+
+
+def test_adapter_names_are_versioned_by_uid_and_spec_and_the_default_path_follows():
+    """A retrained job (new uid, or another spec) serves under a new name: vLLM keys its prefix cache
+    by adapter name, so a reused name would serve the old adapter's cached prefixes."""
+    import copy
+
+    import yaml as _yaml
+
+    from tuneroute_testing import REPO
+
+    body = _yaml.safe_load((REPO / "examples" / "10-finetunejob-qwen3-moe.yaml").read_text())
+    body["metadata"].update(namespace="ml", uid="uid-1")
+    owner, spec = _owner_spec(body)
+    name = build.adapter_name(owner, spec)
+    assert name.startswith("qwen3-support-") and len(name) == len("qwen3-support-") + 8
+    assert build.adapter_name(owner, spec) == name  # stable
+    retrained = copy.deepcopy(body)
+    retrained["metadata"]["uid"] = "uid-2"
+    assert build.adapter_name(*_owner_spec(retrained)) != name
+    suspended = copy.deepcopy(body)
+    suspended["spec"]["suspend"] = True
+    assert build.adapter_name(*_owner_spec(suspended)) == name  # suspending is not retraining
+    cm = build.children(owner, spec, Settings(), name)[0]
+    config = TrainerConfig.model_validate(yaml.safe_load(cm["data"]["trainer.yaml"]))
+    assert config.output.adapter_name == name
+    assert config.output.dir == f"/mnt/pvc/tuneroute-adapters/adapters/{name}"
+
+
+def test_the_verify_job_runs_the_gate_script_from_a_configmap_in_the_pinned_vllm_image(ftj_body):
+    ftj_body["spec"]["verify"] = {"loraTargetModules": ["q_proj", "v_proj"], "maxLoraRank": 16}
+    owner, spec = _owner_spec(ftj_body)
+    cm, job = build.verify_children(owner, spec, Settings(vllm_image="vllm/vllm-openai:v0.32.0"), "qs-1234abcd")
+    assert cm["data"]["verify_adapter.py"] == build.gate_script() and "def main" in build.gate_script()
+    pod = job["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["image"] == "vllm/vllm-openai:v0.32.0" and c["command"] == ["python3"]
+    args = c["args"]
+    assert args[0] == "/etc/tuneroute-gate/verify_adapter.py"
+    assert args[args.index("--adapter") + 1] == "/mnt/pvc/tuneroute-adapters/adapters/qs-1234abcd"
+    assert args[args.index("--model") + 1] == "Qwen/Qwen3-30B-A3B"
+    assert args[args.index("--lora-target-modules") + 1 :] == ["q_proj", "v_proj"]
+    assert c["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    mounts = {m["mountPath"]: m.get("readOnly") for m in c["volumeMounts"]}
+    assert mounts["/mnt/pvc/tuneroute-adapters"] is True  # the gate only reads the adapter
+    assert pod["automountServiceAccountToken"] is False
+    # not verified (1) and bad input (2) are final; a crash (3) is retried
+    rule = job["spec"]["podFailurePolicy"]["rules"][0]
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [1, 2]
+    assert any(e["name"] == "HF_TOKEN" for e in c["env"])  # the gated base model, as for training

@@ -23,7 +23,8 @@ def grpo_body():
 
 
 def _children(body):
-    cm, *_, job = build.children(Owner.of(body), FineTuneJobSpec.model_validate(body["spec"]), Settings())
+    owner, spec = Owner.of(body), FineTuneJobSpec.model_validate(body["spec"])
+    cm, *_, job = build.children(owner, spec, Settings(), build.adapter_name(owner, spec))
     return TrainerConfig.model_validate(yaml.safe_load(cm["data"]["trainer.yaml"])), job["spec"]["template"]["spec"]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from pydantic import ValidationError
 
@@ -12,12 +14,21 @@ from tuneroute_operator.settings import Settings
 from tuneroute_router.config import PoolMember
 from tuneroute_trainer.contract import describe
 
+VERIFIED = {"type": "ServingVerified", "status": "True", "reason": "Verified"}
 SUCCEEDED = {
     "status": {
         "phase": "Succeeded",
         "adapter": {"name": "qwen3-support", "pvc": "tuneroute-adapters", "path": "adapters/qwen3-support"},
+        "conditions": [VERIFIED],
     }
 }
+
+
+def _succeeded(gate: dict | None, **status) -> dict:
+    body = copy.deepcopy(SUCCEEDED)
+    body["status"]["conditions"] = [gate] if gate else []
+    body["status"].update(status)
+    return body
 
 
 def _resolve(body, ftjs):
@@ -35,6 +46,31 @@ def test_succeeded_adapter_is_served_by_its_base_backend(route_body):
     entry = _resolve(route_body, {"qwen3-support": SUCCEEDED})[2].model
     assert entry.url == "http://vllm-qwen3-30b-a3b.ml.svc.cluster.local:8000/v1"
     assert (entry.backend_model, entry.adapter.path) == ("qwen3-support", "/adapters/adapters/qwen3-support")
+
+
+def test_only_verified_adapters_join_the_route_unless_the_entry_allows_unverified(route_body):
+    misread = {
+        "type": "ServingVerified",
+        "status": "False",
+        "reason": "TensorSkipped",
+        "message": "vLLM would skip tensor base_model.model.model.layers.0.mlp.experts.lora_A.weight",
+    }
+    refused = _resolve(route_body, {"qwen3-support": _succeeded(misread)})[2]
+    assert (refused.model, refused.reason) == (None, "AdapterNotVerified")
+    assert "mlp.experts.lora_A.weight" in refused.message
+    verifying = _resolve(route_body, {"qwen3-support": _succeeded({"type": "ServingVerified", "status": "Unknown"})})[2]
+    assert (verifying.model, verifying.reason) == (None, "AdapterVerifying") and "allowUnverified" in verifying.message
+    route_body["spec"]["pool"][2]["backend"]["fineTuneJob"]["allowUnverified"] = True
+    allowed = _resolve(route_body, {"qwen3-support": _succeeded(misread)})[2]
+    assert allowed.model is not None and allowed.reason == "AdapterUnverified"
+
+
+def test_the_adapters_routing_profile_goes_into_its_pool_model(route_body):
+    profile = {"embedder": "wordllama-l2_supercat-256", "samples": 1, "embeddings": "AAAA", "evalLoss": 1.0}
+    model = _resolve(route_body, {"qwen3-support": _succeeded(VERIFIED, routingProfile=profile)})[2].model
+    assert model.profile is not None and model.profile.eval_loss == 1.0 and not model.profile.beats_base
+    garbled = _resolve(route_body, {"qwen3-support": _succeeded(VERIFIED, routingProfile={"samples": "x"})})[2].model
+    assert garbled is not None and garbled.profile is None  # served, never preferred by profile
 
 
 def test_a_policy_naming_a_pending_entry_is_refused_never_rewritten(route_body):

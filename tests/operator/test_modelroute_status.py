@@ -9,7 +9,14 @@ from tuneroute_operator.builders import modelroute as build
 from tuneroute_operator.builders.common import Owner
 from tuneroute_operator.status import modelroute as status
 
-SUCCEEDED = {"status": {"phase": "Succeeded", "adapter": {"name": "qwen3-support", "path": "adapters/qwen3-support"}}}
+VERIFIED = [{"type": "ServingVerified", "status": "True", "reason": "Verified"}]
+SUCCEEDED = {
+    "status": {
+        "phase": "Succeeded",
+        "adapter": {"name": "qwen3-support", "path": "adapters/qwen3-support"},
+        "conditions": VERIFIED,
+    }
+}
 RUNNING = {"status": {"phase": "Running"}}
 
 

@@ -52,7 +52,15 @@ def test_finetunejob_creates_its_children_and_a_status_for_the_generation_it_saw
     st = ftj["status"]
     assert st["observedGeneration"] == ftj["metadata"]["generation"] == 1
     assert st["jobName"] == "tiny" and st["phase"] in ("Pending", "Running")
-    assert {c["type"] for c in st["conditions"]} == {"Ready", "Running", "Succeeded", "Failed", "Suspended"}
+    assert {c["type"] for c in st["conditions"]} == {
+        "Ready",
+        "Running",
+        "Succeeded",
+        "Failed",
+        "Suspended",
+        "ServingVerified",
+    }
+    assert st["adapterName"].startswith("tiny-")
     assert all(c["observedGeneration"] == 1 for c in st["conditions"])
     assert [e[:2] for e in events][:1] == [("Normal", condition(ftj, "Ready")["reason"])]
 
@@ -133,10 +141,18 @@ def test_a_route_whose_policy_counts_on_a_training_adapter_waits_and_says_why(co
     assert mroute["status"]["backends"] == "3/4" and mroute["status"]["observedGeneration"] == 1
 
     adapter = {"name": "qwen3-support", "pvc": "tuneroute-adapters", "path": "adapters/qwen3-support"}
+    verified = {
+        "type": "ServingVerified",
+        "status": "True",
+        "reason": "Verified",
+        "message": "",
+        "lastTransitionTime": now(),
+    }
     done = {
         "status": {
             "phase": "Succeeded",
             "adapter": {**adapter, "uri": "pvc://tuneroute-adapters/adapters/qwen3-support"},
+            "conditions": [verified],
         }
     }
     cp.kubectl(
@@ -149,16 +165,25 @@ def test_a_route_whose_policy_counts_on_a_training_adapter_waits_and_says_why(co
     assert "defaultModel: qwen3-support" in config
 
 
+def _job_at(phase: str, gate: str | None = None) -> dict:
+    conditions = [{"type": "ServingVerified", "status": gate, "reason": "X"}] if gate else []
+    status = {"phase": phase, "conditions": conditions, "adapter": {"name": "a", "path": "adapters/a"}}
+    return {"metadata": {"name": "qwen3-support"}, "status": status}
+
+
 def test_adapter_entries_index_the_routes_by_the_finetunejob_they_serve(route_body):
     spec = route_body["spec"]
-    status = {"backendStatus": [{"name": "qwen3-support", "ready": False}]}
+    status = {"backendStatus": [{"name": "qwen3-support", "ready": False, "reason": "AdapterPending"}]}
     index = reconcile.adapter_entries("ml", "assistant", spec, status)
-    assert index == {("ml", "qwen3-support"): (reconcile.AdapterEntry("assistant", "qwen3-support", False),)}
+    want = reconcile.AdapterEntry("assistant", "qwen3-support", False, "AdapterPending")
+    assert index == {("ml", "qwen3-support"): (want,)}
     entries = index.values()
-    assert reconcile.routes_waiting_on(entries, {"status": {"phase": "Succeeded"}}) == ["assistant"]
-    assert reconcile.routes_waiting_on(entries, {"status": {"phase": "Running"}}) == []
+    assert reconcile.routes_waiting_on(entries, _job_at("Running")) == []
+    # trained but not verified yet: still not ready, but for another reason the route must show
+    assert reconcile.routes_waiting_on(entries, _job_at("Succeeded", "Unknown")) == ["assistant"]
+    assert reconcile.routes_waiting_on(entries, _job_at("Succeeded", "True")) == ["assistant"]
     unseen = reconcile.adapter_entries("ml", "assistant", spec, {}).values()  # not reconciled yet
-    assert reconcile.routes_waiting_on(unseen, {"status": {"phase": "Running"}}) == ["assistant"]
+    assert reconcile.routes_waiting_on(unseen, _job_at("Running")) == ["assistant"]
 
 
 # --- children the API server refuses (issue 11, item 7) -------------------------------------------

@@ -130,7 +130,8 @@ def admission(kind: str, spec: dict) -> set[tuple[str, str]]:
 # --- the Python side: what the operator, the trainer and the router run -----------------------
 
 OWNER = Owner("FineTuneJob", "qwen3-support", "ml", "uid")
-SUCCEEDED = {"status": {"phase": "Succeeded", "adapter": {"name": "a", "path": "adapters/a"}}}
+VERIFIED = [{"type": "ServingVerified", "status": "True", "reason": "Verified"}]
+SUCCEEDED = {"status": {"phase": "Succeeded", "adapter": {"name": "a", "path": "adapters/a"}, "conditions": VERIFIED}}
 
 
 def config_load(kind: str, spec: dict) -> ValidationError | None:
@@ -138,7 +139,8 @@ def config_load(kind: str, spec: dict) -> ValidationError | None:
     the router's model (every adapter ready, so the router sees the whole pool)."""
     try:
         if kind == "ftj":
-            ftj_build.trainer_config(OWNER, FineTuneJobSpec.model_validate(spec))
+            ftj = FineTuneJobSpec.model_validate(spec)
+            ftj_build.trainer_config(OWNER, ftj, ftj_build.adapter_name(OWNER, ftj))
         else:
             route = ModelRouteSpec.model_validate(spec)
             jobs = {e.backend.fine_tune_job.name: SUCCEEDED for e in route.pool if e.backend.fine_tune_job}

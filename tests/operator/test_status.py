@@ -211,3 +211,67 @@ def test_a_pod_that_finished_before_the_job_counted_it_keeps_the_job_running():
         phase, _, _ = phase_and_conditions(job, [{"status": {"phase": pod_phase}}], suspend=False)
         assert phase == "Running", pod_phase
     assert phase_and_conditions(job, [{"status": {"phase": "Pending"}}], suspend=False)[0] == "Pending"
+
+
+def _verify_pod(exit_code: int, message: str) -> dict:
+    term = {"exitCode": exit_code, "message": message, "finishedAt": "2026-11-28T10:00:00Z"}
+    return {"status": {"containerStatuses": [{"state": {"terminated": term}}]}}
+
+
+def _verify_job(condition: str) -> dict:
+    return {"metadata": {"name": "qs-verify"}, "status": {"conditions": [{"type": condition, "status": "True"}]}}
+
+
+def test_serving_verified_comes_from_the_gates_termination_message():
+    import json
+
+    from tuneroute_operator.status.finetunejob import serving
+
+    ok = {
+        "verified": True,
+        "reason": "Verified",
+        "vllmVersion": "0.32.0",
+        "adapter": "qs-1234abcd",
+        "seconds": 40.1,
+        "weights": {"modules": 8, "tensors": 16, "maxAbsDiff": 1.3e-8, "maxRelDiff": 5e-7, "dtype": "float32"},
+        "outputs": {
+            "ran": True,
+            "prompts": 4,
+            "tokens": 8,
+            "adapter": {"tokenAgreement": 1.0, "maxLogprobDiff": 1e-6},
+            "base": {"tokenAgreement": 1.0, "maxLogprobDiff": 9e-7},
+        },
+    }
+    cond, figures = serving(True, "Succeeded", _verify_job("Complete"), [_verify_pod(0, json.dumps(ok))])
+    assert (cond.status, cond.reason) == (True, "Verified")
+    assert "vLLM 0.32.0" in cond.message and "8 modules" in cond.message and "tokens 100%" in cond.message
+    assert figures.weights.max_abs_diff == 1.3e-8 and figures.job_name == "qs-verify"
+
+    tensor = "base_model.model.model.layers.0.mlp.experts.lora_A.weight"
+    bad = {
+        "verified": False,
+        "reason": "TensorSkipped",
+        "tensor": tensor,
+        "vllmVersion": "0.32.0",
+        "message": f"vLLM would skip tensor {tensor}: module ... is not a LoRA target of this engine",
+    }
+    cond, figures = serving(True, "Succeeded", _verify_job("Failed"), [_verify_pod(1, json.dumps(bad))])
+    assert (cond.status, cond.reason) == (False, "TensorSkipped") and tensor in cond.message
+    assert figures.tensor == tensor
+
+    crash = serving(True, "Succeeded", _verify_job("Failed"), [_verify_pod(3, "Traceback ... CUDA error")])[0]
+    assert (crash.status, crash.reason) == (False, "GateError") and "CUDA error" in crash.message
+    running = serving(True, "Succeeded", {"metadata": {"name": "qs-verify"}, "status": {"active": 1}}, [])[0]
+    assert (running.status, running.reason) == (None, "Verifying")
+    assert serving(True, "Running", None, [])[0].reason == "AwaitingAdapter"
+    assert serving(False, "Succeeded", None, [])[0].reason == "VerificationDisabled"
+
+
+def test_a_verdict_with_few_figures_still_reads():
+    import json
+
+    from tuneroute_operator.status.finetunejob import serving
+
+    terse = {"verified": True, "reason": "Verified", "vllmVersion": "0.32.0", "weights": {"modules": 96}}
+    cond, _ = serving(True, "Succeeded", _verify_job("Complete"), [_verify_pod(0, json.dumps(terse))])
+    assert (cond.status, cond.reason) == (True, "Verified") and "96 modules, max |ΔW diff| ?" in cond.message

@@ -17,6 +17,7 @@ from tuneroute_trainer.config import (
     VLLM_WITH_ENGINE,
     CheckpointSpec,
     DatasetFormat,
+    EvaluationSpec,
     GrpoSettings,
     LoraSpec,
     Method,
@@ -28,12 +29,12 @@ from tuneroute_trainer.config import (
 from tuneroute_trainer.contract import Rule, check, rules
 
 from .common import (
+    DNS_LABEL,
     ApiModel,
     ClaimPath,
     Condition,
     ExtendedResourceName,
     Image,
-    LabelName,
     NodeSelector,
     ObjectName,
     Quantity,
@@ -224,10 +225,27 @@ class OutputSpec(ApiModel):
     pvc: ObjectName = Field(description="PersistentVolumeClaim the adapter and checkpoints are written to.")
     path: ClaimPath | None = Field(
         None,
-        description="Directory inside pvc (relative); defaults to adapters/<name>. No two FineTuneJobs may share one.",
+        description=(
+            "Directory inside pvc (relative); defaults to adapters/<adapter name> (status.adapterName). No two "
+            "FineTuneJobs may share one."
+        ),
     )
-    adapter_name: LabelName | None = Field(
-        None, description="Name the adapter is served under; defaults to the FineTuneJob's name."
+    adapter_name: str | None = Field(
+        None,
+        max_length=54,
+        pattern=DNS_LABEL,
+        description=(
+            "Stem of the name the adapter is served under (default: the FineTuneJob's name). The served name is "
+            "<stem>-<8 hex digits of the job's uid and spec> (status.adapterName): a retrained job gets a new name, "
+            "so vLLM's prefix cache, keyed by adapter name, never serves the old one's entries."
+        ),
+    )
+    merge: bool = Field(
+        False,
+        description=(
+            "Also write the adapter merged into the base weights (<path>/merged), for engines or hardware that cannot "
+            "run LoRA on MoE layers; status.adapter.mergedPath says where."
+        ),
     )
 
 
@@ -237,6 +255,47 @@ class SecretsSpec(ApiModel):
     )
     storage: SecretRef | None = Field(
         None, description="Secret whose keys become environment variables (object-store credentials)."
+    )
+
+
+class VerifySpec(ApiModel):
+    """The train-to-serve parity gate: a short Job with the pinned vLLM image loads the finished adapter
+    with vLLM's own code and compares it with what the trainer meant (condition ServingVerified)."""
+
+    enabled: bool = Field(
+        True, description="Run the gate; a ModelRoute serves an unverified adapter only with allowUnverified."
+    )
+    image: Image | None = Field(None, description="vLLM image; defaults to the operator's (the chart pins it).")
+    gpus: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description=(
+            "GPUs for the gate. With 0 only the weight level runs for adapters on MoE experts (vLLM has no CPU "
+            "MoE-LoRA kernel); the output level needs the same hardware as serving."
+        ),
+    )
+    lora_target_modules: list[str] | None = Field(
+        None,
+        max_length=32,
+        description=(
+            "The serving engine's --lora-target-modules (unset: every module vLLM supports). Adapter tensors "
+            "outside them fail the gate by name: vLLM would drop them silently."
+        ),
+    )
+    max_lora_rank: int | None = Field(None, ge=1, le=512, description="The serving engine's --max-lora-rank.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="The serving engine's --dtype."
+    )
+    outputs: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Output level (greedy tokens and logprobs, with and without the adapter): auto = where the hardware "
+            "allows, on = required, off = weight level only."
+        ),
+    )
+    resources: dict[str, Quantity] = Field(
+        default_factory=dict, max_length=8, description="Extra requests and limits of the gate's pod (cpu, memory)."
     )
 
 
@@ -255,6 +314,11 @@ class FineTuneJobSpec(ApiModel):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoint interval and resume.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="GPUs, CPU, memory and placement.")
     output: OutputSpec = Field(description="Where the adapter is written.")
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec,
+        description="Held-out rows: eval loss against the base, the parity gate's prompts, the routing profile.",
+    )
+    verify: VerifySpec = Field(default_factory=VerifySpec, description="The train-to-serve parity gate.")
     secrets: SecretsSpec = Field(default_factory=SecretsSpec, description="Credentials from Secrets.")
     image: Image | None = Field(None, description="Trainer image; defaults to the operator's configured image.")
     suspend: bool = Field(
@@ -292,6 +356,46 @@ class AdapterLocation(ApiModel):
     pvc: str = Field(description="PersistentVolumeClaim holding the adapter.")
     path: str = Field(description="Directory of the adapter inside pvc.")
     uri: str = Field(description="pvc://<claim>/<path>.")
+    merged_path: str | None = Field(None, description="Directory of the merged model inside pvc (output.merge).")
+
+
+class LevelFigures(ApiModel):
+    """One side of the output level: vLLM against the trainer's PEFT model."""
+
+    token_agreement: float | None = Field(None, description="Share of greedy tokens equal to the trainer's.")
+    max_logprob_diff: float | None = Field(None, description="Largest |logprob difference| of the trainer's tokens.")
+
+
+class WeightFigures(ApiModel):
+    modules: int | None = Field(None, description="LoRA modules compared.")
+    tensors: int | None = Field(None, description="Adapter tensors, all accounted for.")
+    max_abs_diff: float | None = Field(None, description="Largest |difference| of the ΔW fingerprints.")
+    max_rel_diff: float | None = Field(None, description="The same, relative to the fingerprint's size.")
+    dtype: str | None = Field(None, description="Engine dtype.")
+
+
+class OutputFigures(ApiModel):
+    ran: bool | None = Field(None, description="Whether the output level ran.")
+    skipped: str | None = Field(None, description="Why it did not.")
+    prompts: int | None = Field(None, description="Held-out prompts compared.")
+    tokens: int | None = Field(None, description="Greedy tokens per prompt.")
+    dtype: str | None = Field(None, description="Engine dtype.")
+    adapter: LevelFigures | None = Field(None, description="Requests with the adapter.")
+    base: LevelFigures | None = Field(None, description="Requests without it, on the LoRA-enabled engine.")
+
+
+class ServingVerification(ApiModel):
+    """What the parity gate found (also summarised by the ServingVerified condition)."""
+
+    verified: bool | None = Field(None, description="vLLM reads the adapter as the trainer meant it.")
+    reason: str | None = Field(None, description="Verified, or why not (CamelCase).")
+    message: str | None = Field(None, description="The gate's words.")
+    tensor: str | None = Field(None, description="The adapter tensor that failed, by name.")
+    vllm_version: str | None = Field(None, description="vLLM version of the gate (the serving image's).")
+    targets: str | None = Field(None, description="The engine's LoRA target modules the gate assumed.")
+    weights: WeightFigures | None = Field(None, description="Weight level figures.")
+    outputs: OutputFigures | None = Field(None, description="Output level figures.")
+    job_name: str | None = Field(None, description="The verify Job.")
 
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
@@ -304,7 +408,7 @@ class FineTuneJobStatus(TrainerStatus):
     conditions: list[Condition] = Field(
         default_factory=list,
         max_length=16,
-        description="Observed states: Ready, Running, Succeeded, Failed, Suspended.",
+        description="Observed states: Ready, Running, Succeeded, Failed, Suspended, ServingVerified.",
     )
     observed_generation: int | None = Field(None, description="metadata.generation the operator last acted on.")
     job_name: str | None = Field(
@@ -316,4 +420,8 @@ class FineTuneJobStatus(TrainerStatus):
         None, description="Training attempts so far (1 + retries): pods started, or with several pods, sets of pods."
     )
     message: str | None = Field(None, description="Last noteworthy message, e.g. the trainer's error.")
+    adapter_name: str | None = Field(
+        None, description="The versioned name the adapter is served under (<stem>-<hash of uid and spec>)."
+    )
     adapter: AdapterLocation | None = Field(None, description="Where the finished adapter is.")
+    serving: ServingVerification | None = Field(None, description="The parity gate's result.")

@@ -8,16 +8,30 @@ a ModelRoute has (backends) are here, CEL and Python side by side.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from tuneroute_router.config import ROUTE_RULES, Dispatch, HttpUrl, Policy, PoolMember, check_route
 from tuneroute_trainer.contract import Rule, check, rules
 
-from .common import ApiModel, Condition, Image, LabelName, MountPath, Quantity, SecretRef
+from .common import (
+    DNS_SUBDOMAIN,
+    ApiModel,
+    Condition,
+    Image,
+    LabelName,
+    MountPath,
+    Quantity,
+    SecretKeyRef,
+    SecretRef,
+    Toleration,
+)
+from .finetunejob import BaseModelSpec
 
 ONE_BACKEND = Rule(
-    "[has(self.url), has(self.service), has(self.fineTuneJob)].filter(x, x).size() == 1",
-    "set exactly one of url, service or fineTuneJob",
+    "[has(self.url), has(self.service), has(self.fineTuneJob), has(self.vllm)].filter(x, x).size() == 1",
+    "set exactly one of url, service, fineTuneJob or vllm",
 )
 _BASE_MISSING = (
     "has({p}.backend.fineTuneJob) && "
@@ -29,12 +43,12 @@ _INDICES = ", ".join(str(i) for i in range(32))
 _NUMERALS = ", ".join(f"'{i}'" for i in range(32))
 ADAPTER_BASE_IN_POOL = Rule(
     f"!self.pool.exists(p, {_BASE_MISSING.format(p='p')})",
-    "backend.fineTuneJob.base must name another pool entry with a url or service backend",
+    "backend.fineTuneJob.base must name another pool entry with a url, service or vllm backend",
     "pool",
     message_expression=(
         f"'spec.pool[' + [{_INDICES}].filter(i, i < self.pool.size() && {_BASE_MISSING.format(p='self.pool[i]')})"
-        f".map(i, [{_NUMERALS}][i])[0] + ']: backend.fineTuneJob.base must name another pool entry with a url or "
-        "service backend'"
+        f".map(i, [{_NUMERALS}][i])[0] + ']: backend.fineTuneJob.base must name another pool entry with a url, "
+        "service or vllm backend'"
     ),
 )
 
@@ -56,10 +70,58 @@ class FineTuneJobRef(ApiModel):
         "/adapters",
         description="Where the base backend mounts the FineTuneJob's output PVC; the adapter path is resolved under it.",
     )
+    allow_unverified: bool = Field(
+        False,
+        description=(
+            "Serve the adapter even if the parity gate has not verified it (condition ServingVerified of the "
+            "FineTuneJob); by default only verified adapters join the route."
+        ),
+    )
+
+
+class VllmResources(ApiModel):
+    cpu: Quantity | None = Field(None, description="CPU request and limit per replica.")
+    memory: Quantity | None = Field(None, description="Memory request and limit per replica.")
+    gpu_resource: str = Field("nvidia.com/gpu", max_length=253, description="Extended resource name of the GPU.")
+    shared_memory: Quantity = Field("16Gi", description="Size of /dev/shm (tensor-parallel workers talk through it).")
+
+
+class VllmBackend(ApiModel):
+    """vLLM deployed by the operator: a Deployment and a Service, ready when /health answers. The
+    adapters of this route's fineTuneJob entries that name this entry as their base are served by
+    every replica (--lora-modules; a new adapter rolls the Deployment)."""
+
+    model: BaseModelSpec = Field(
+        description="The base model: a Hugging Face id (and revision) or a directory on a PVC."
+    )
+    image: Image | None = Field(None, description="vLLM image; defaults to the chart's pinned one.")
+    gpus: int = Field(1, ge=0, le=16, description="GPUs per replica; tensor parallel size (0: a CPU build of vLLM).")
+    max_model_len: int | None = Field(None, ge=16, description="--max-model-len (default: the model's).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="--dtype.")
+    replicas: int = Field(1, ge=0, le=64, description="vLLM replicas behind the Service.")
+    resources: VllmResources = Field(default_factory=VllmResources, description="Per replica.")
+    lora_target_modules: list[str] | None = Field(
+        None,
+        max_length=32,
+        description=(
+            "--lora-target-modules (unset: all modules vLLM supports). The parity gate of each adapter must have "
+            "verified it against the same setting (FineTuneJob spec.verify.loraTargetModules)."
+        ),
+    )
+    extra_args: list[str] = Field(default_factory=list, max_length=64, description="More vLLM arguments, as is.")
+    hf_token: SecretKeyRef | None = Field(None, description="Secret key with a Hugging Face token, passed as HF_TOKEN.")
+    model_cache: str | None = Field(
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="PersistentVolumeClaim for the Hugging Face cache (HF_HOME): replicas and restarts skip the download.",
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=32, description="Node labels to match.")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Taints tolerated.")
 
 
 class BackendRef(ApiModel):
-    """Exactly one of url, service or fineTuneJob."""
+    """Exactly one of url, service, fineTuneJob or vllm."""
 
     model_config = rules(ONE_BACKEND)
 
@@ -68,10 +130,11 @@ class BackendRef(ApiModel):
     fine_tune_job: FineTuneJobRef | None = Field(
         None, description="A FineTuneJob's adapter, served by another pool entry's backend once the job succeeds."
     )
+    vllm: VllmBackend | None = Field(None, description="vLLM deployed and managed by the operator.")
 
     @model_validator(mode="after")
     def _rules(self) -> BackendRef:
-        check([self.url, self.service, self.fine_tune_job].count(None) == 2, ONE_BACKEND)
+        check([self.url, self.service, self.fine_tune_job, self.vllm].count(None) == 3, ONE_BACKEND)
         return self
 
 

@@ -1,9 +1,13 @@
 """FineTuneJob -> trainer ConfigMap, ServiceAccount/Role/RoleBinding, batch/v1 Job (and, for
-several pods, the headless Service of their ranks: see builders/distributed.py)."""
+several pods, the headless Service of their ranks: see builders/distributed.py); once the adapter is
+written, the parity gate's ConfigMap and verify Job."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import posixpath
+from importlib.resources import files
 from typing import Any
 
 import yaml
@@ -60,12 +64,28 @@ def default_output_path(name: str) -> str:
     return f"adapters/{name}"
 
 
-def output_path(owner: Owner, spec: FineTuneJobSpec) -> str:
-    return spec.output.path or default_output_path(owner.name)
+def verify_name(owner: Owner) -> str:
+    return f"{owner.name}-verify"
 
 
 def adapter_name(owner: Owner, spec: FineTuneJobSpec) -> str:
-    return spec.output.adapter_name or owner.name
+    """<stem>-<8 hex digits of the uid and spec>: a retrained job (a new object) serves under a new
+    name, so vLLM's prefix cache, keyed by adapter name, never hands out the old adapter's entries.
+    Computed once and kept in status.adapterName (reconcile passes that back in), so a later
+    change of the CRD's defaults cannot rename a job's adapter."""
+    stem = (spec.output.adapter_name or owner.name)[:54].rstrip("-")
+    identity = spec.model_dump(mode="json", by_alias=True, exclude={"suspend"})
+    digest = hashlib.sha256(f"{owner.uid}:{json.dumps(identity, sort_keys=True)}".encode()).hexdigest()[:8]
+    return f"{stem}-{digest}"
+
+
+def output_path(spec: FineTuneJobSpec, name: str) -> str:
+    """The adapter's directory in the output claim; `name` is the versioned adapter name."""
+    return spec.output.path or default_output_path(name)
+
+
+def merged_path(spec: FineTuneJobSpec, name: str) -> str | None:
+    return posixpath.join(output_path(spec, name), "merged") if spec.output.merge else None
 
 
 def _on_pvc(claim: str, path: str) -> str:
@@ -92,7 +112,7 @@ def grpo_config(grpo: GrpoSpec) -> TrainerGrpo:
     return TrainerGrpo(**settings, rewards=rewards, rollouts=rollouts)
 
 
-def trainer_config(owner: Owner, spec: FineTuneJobSpec) -> TrainerConfig:
+def trainer_config(owner: Owner, spec: FineTuneJobSpec, name: str) -> TrainerConfig:
     """The trainer's own config model: the one contract between operator and trainer."""
     bm, ds = spec.base_model, spec.dataset
     # The spec's rules guarantee a pvc comes with a path (and id without pvc otherwise).
@@ -108,16 +128,18 @@ def trainer_config(owner: Owner, spec: FineTuneJobSpec) -> TrainerConfig:
         checkpoint=spec.checkpoint,
         grpo=grpo_config(spec.grpo) if spec.grpo else None,
         output=AdapterOutput(
-            dir=_on_pvc(spec.output.pvc, output_path(owner, spec)),
-            adapter_name=adapter_name(owner, spec),
+            dir=_on_pvc(spec.output.pvc, output_path(spec, name)),
+            adapter_name=name,
             run_id=owner.uid,
+            merge=spec.output.merge,
         ),
+        evaluation=spec.evaluation,
         report=ReportSpec(namespace=owner.namespace, name=owner.name),
     )
 
 
-def configmap(owner: Owner, spec: FineTuneJobSpec) -> dict[str, Any]:
-    config = trainer_config(owner, spec).model_dump(mode="json", by_alias=True, exclude_none=True)
+def configmap(owner: Owner, spec: FineTuneJobSpec, name: str) -> dict[str, Any]:
+    config = trainer_config(owner, spec, name).model_dump(mode="json", by_alias=True, exclude_none=True)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -372,11 +394,134 @@ def children(
     owner: Owner,
     spec: FineTuneJobSpec,
     settings: Settings,
+    name: str,
     attempt: int = 1,
     scheduling: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every child of a FineTuneJob, in creation order (the Job last, once its inputs exist)."""
-    cm = configmap(owner, spec)
+    """The training children of a FineTuneJob, in creation order (the Job last, once its inputs
+    exist). `name`: the versioned adapter name (status.adapterName)."""
+    cm = configmap(owner, spec, name)
     service = [ranks_service(owner)] if distributed.gang(spec) else []
     config_hash = cm["metadata"]["annotations"][CONFIG_HASH]
     return [cm, *rbac(owner), *service, job(owner, spec, settings, config_hash, attempt, scheduling)]
+
+
+# The parity gate ------------------------------------------------------------------------------
+# It runs in the pinned vLLM image, not the trainer's: the gate must read the adapter with the
+# serving engine's own code and version, and the trainer's torch/transformers are not vLLM's. The
+# image has no tuneroute code, so the gate is one script (tuneroute_operator/gate/verify_adapter.py,
+# vLLM/torch/safetensors only) mounted from a ConfigMap; its verdict comes back as the pod's
+# termination message (JSON), which needs no API access from the pod.
+
+GATE_DIR = "/etc/tuneroute-gate"
+GATE_FILE = "verify_adapter.py"
+# Exit codes of the gate: 1 = not verified, 2 = bad input; both are final (3 = error: retried).
+EXIT_NOT_VERIFIED = (1, 2)
+
+
+def gate_script() -> str:
+    return files("tuneroute_operator.gate").joinpath(GATE_FILE).read_text()
+
+
+def gate_configmap(owner: Owner) -> dict[str, Any]:
+    script = gate_script()
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(owner, verify_name(owner), "verify", {CONFIG_HASH: content_hash(script)}),
+        "data": {GATE_FILE: script},
+    }
+
+
+def verify_args(spec: FineTuneJobSpec, name: str) -> list[str]:
+    """The gate's command line (the base model and the adapter as the verify pod mounts them)."""
+    bm, v = spec.base_model, spec.verify
+    model = bm.id if bm.id else _on_pvc(bm.pvc or "", bm.path or "")
+    args = [
+        posixpath.join(GATE_DIR, GATE_FILE),
+        "--adapter",
+        _on_pvc(spec.output.pvc, output_path(spec, name)),
+        "--model",
+        model or "",
+        "--name",
+        name,
+        "--dtype",
+        v.dtype,
+        "--outputs",
+        v.outputs,
+    ]
+    if bm.id:
+        args += ["--revision", bm.revision]
+    if v.max_lora_rank:
+        args += ["--max-lora-rank", str(v.max_lora_rank)]
+    if v.lora_target_modules:
+        args += ["--lora-target-modules", *v.lora_target_modules]
+    return args
+
+
+def verify_job(owner: Owner, spec: FineTuneJobSpec, settings: Settings, name: str) -> dict[str, Any]:
+    v = spec.verify
+    claims: dict[str, bool] = {spec.output.pvc: True}
+    if spec.base_model.pvc:
+        claims.setdefault(spec.base_model.pvc, True)
+    volumes: list[dict[str, Any]] = [
+        {"name": "gate", "configMap": {"name": verify_name(owner)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "gate", "mountPath": GATE_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    for i, claim in enumerate(claims):
+        volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": f"pvc-{i}", "mountPath": posixpath.join(PVC_ROOT, claim), "readOnly": True})
+    env, _ = _env(spec)
+    amounts = {k: str(q) for k, q in v.resources.items()}
+    if v.gpus:
+        amounts[spec.resources.gpu_resource] = str(v.gpus)
+    container: dict[str, Any] = {
+        "name": "verify",
+        "image": v.image or settings.vllm_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["python3"],
+        "args": verify_args(spec, name),
+        "env": env,
+        "resources": {"requests": amounts, "limits": dict(amounts)} if amounts else {},
+        "volumeMounts": mounts,
+        "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": False},  # vLLM writes caches
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # the verdict leaves through the termination message
+        "securityContext": RESTRICTED_POD,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.resources.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.resources.node_selector)
+    if spec.resources.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.resources.tolerations]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(owner, verify_name(owner), "verify"),
+        "spec": {
+            "backoffLimit": 2,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"containerName": "verify", "operator": "In", "values": list(EXIT_NOT_VERIFIED)},
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {"metadata": {"labels": labels(owner, "verify")}, "spec": pod_spec},
+        },
+    }
+
+
+def verify_children(owner: Owner, spec: FineTuneJobSpec, settings: Settings, name: str) -> list[dict[str, Any]]:
+    """The gate's ConfigMap and Job, created once the training Job has completed."""
+    return [gate_configmap(owner), verify_job(owner, spec, settings, name)]

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from tuneroute_router.config import AdapterRef, Auth, PoolMember, PoolModel, RouterConfig
+from tuneroute_trainer.config import RoutingProfile
 
+from ..api.finetunejob import FineTuneJobSpec
 from ..api.modelroute import ModelRouteSpec, PoolEntry
 from ..settings import Settings
+from . import vllm
 from .common import CONFIG_DIR, CONFIG_HASH, RESTRICTED_CONTAINER, RESTRICTED_POD, Owner, content_hash, labels, metadata
 
 CONFIG_FILE = "router.yaml"
@@ -35,23 +40,68 @@ class Resolved:
     model: PoolModel | None
     reason: str
     message: str = ""
+    served: vllm.ServedAdapter | None = None  # an adapter a `vllm:` base serves with --lora-modules
+    available: bool | None = None  # a `vllm:` backend's readiness (None: not ours to know)
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None and self.available is not False
 
 
 def _direct_url(owner: Owner, entry: PoolEntry) -> str:
-    """The URL of an entry with a url or service backend (the spec's rules name only such as bases)."""
+    """The URL of an entry with a url, service or vllm backend (the spec's rules name only such as bases)."""
     b = entry.backend
+    if b.vllm:
+        return vllm.url(owner, entry)
     if b.service:
         return f"http://{b.service.name}.{owner.namespace}.svc.cluster.local:{b.service.port}{b.service.path}"
     return b.url or ""
 
 
-def _pool_model(entry: PoolEntry, url: str, model: str | None, adapter: AdapterRef | None = None) -> PoolModel:
+def _pool_model(
+    entry: PoolEntry,
+    url: str,
+    model: str | None,
+    adapter: AdapterRef | None = None,
+    profile: RoutingProfile | None = None,
+) -> PoolModel:
     shared = {name: getattr(entry, name) for name in PoolMember.model_fields}
-    return PoolModel(**{**shared, "url": url, "model": model, "adapter": adapter})
+    return PoolModel(**{**shared, "url": url, "model": model, "adapter": adapter, "profile": profile})
+
+
+def adapter_state(name: str, ftj: dict[str, Any] | None, allow_unverified: bool) -> tuple[bool, str, str]:
+    """(ready, reason, message) of a pool entry serving FineTuneJob `name`'s adapter: it joins the
+    route once training succeeded and the parity gate verified it (or the entry allows unverified)."""
+    if ftj is None:
+        return False, "FineTuneJobNotFound", f"FineTuneJob {name} does not exist"
+    status = ftj.get("status") or {}
+    if status.get("phase") != "Succeeded" or not status.get("adapter"):
+        return False, "AdapterPending", f"FineTuneJob {name} is {status.get('phase') or 'Pending'}"
+    gate = next((c for c in status.get("conditions") or [] if c.get("type") == "ServingVerified"), None) or {}
+    if gate.get("status") == "True":
+        return True, "AdapterVerified", ""
+    if allow_unverified:
+        return True, "AdapterUnverified", f"served without verification (ServingVerified: {gate.get('reason')})"
+    if gate.get("status") == "False":
+        return False, "AdapterNotVerified", f"FineTuneJob {name}: {gate.get('message') or gate.get('reason')}"
+    why = gate.get("reason") or "Verifying"
+    return (
+        False,
+        "AdapterVerifying",
+        f"FineTuneJob {name}: {why}; set allowUnverified to serve it before it is verified",
+    )
+
+
+def _profile(status: dict[str, Any]) -> RoutingProfile | None:
+    try:
+        return RoutingProfile.model_validate(status["routingProfile"]) if status.get("routingProfile") else None
+    except ValidationError:
+        return None  # a profile the router could not read: the adapter is served, never preferred
 
 
 def resolve(owner: Owner, spec: ModelRouteSpec, finetunejobs: dict[str, dict[str, Any] | None]) -> list[Resolved]:
-    """Each pool entry's backend; a fineTuneJob entry is ready once its job has succeeded.
+    """Each pool entry's backend; a fineTuneJob entry is ready once its job has succeeded and its
+    adapter passed the parity gate (adapter_state).
 
     `finetunejobs` maps the referenced FineTuneJob names to their bodies (None: not found).
     """
@@ -60,27 +110,70 @@ def resolve(owner: Owner, spec: ModelRouteSpec, finetunejobs: dict[str, dict[str
     for entry in spec.pool:
         ref = entry.backend.fine_tune_job
         if ref is None:
-            out.append(Resolved(entry, _pool_model(entry, _direct_url(owner, entry), entry.model), "Resolved"))
+            reason = "VllmStarting" if entry.backend.vllm else "Resolved"
+            out.append(Resolved(entry, _pool_model(entry, _direct_url(owner, entry), entry.model), reason))
             continue
         ftj = finetunejobs.get(ref.name)
+        ready, reason, message = adapter_state(ref.name, ftj, ref.allow_unverified)
+        if not ready:
+            out.append(Resolved(entry, None, reason, message))
+            continue
         status = (ftj or {}).get("status") or {}
-        adapter = status.get("adapter")
-        if ftj is None:
-            out.append(Resolved(entry, None, "FineTuneJobNotFound", f"FineTuneJob {ref.name} does not exist"))
-        elif status.get("phase") != "Succeeded" or not adapter:
-            phase = status.get("phase") or "Pending"
-            out.append(Resolved(entry, None, "AdapterPending", f"FineTuneJob {ref.name} is {phase}"))
+        adapter = status["adapter"]
+        base = by_name[ref.base]
+        url = _direct_url(owner, base)
+        if base.backend.vllm:  # every replica serves it from the start (--lora-modules): no runtime load
+            lora = FineTuneJobSpec.model_validate((ftj or {})["spec"]).lora
+            served = vllm.ServedAdapter(adapter["name"], adapter["pvc"], adapter["path"], lora.rank, lora.experts)
+            pool_model = _pool_model(entry, url, adapter["name"], None, _profile(status))
+            out.append(Resolved(entry, pool_model, reason, message, served=served))
+            continue
+        path = posixpath.join(ref.mount_path, adapter["path"])
+        model = entry.model or adapter["name"]
+        pool_model = _pool_model(entry, url, model, AdapterRef(name=model, path=path), _profile(status))
+        out.append(Resolved(entry, pool_model, reason, message))
+    return out
+
+
+def vllm_backends(
+    owner: Owner, spec: ModelRouteSpec, resolved: list[Resolved], settings: Settings
+) -> dict[str, list[dict[str, Any]]]:
+    """Deployment and Service of every `vllm:` entry, each serving the ready adapters based on it."""
+    out = {}
+    for r in resolved:
+        v = r.entry.backend.vllm
+        if v is None:
+            continue
+        adapters = [
+            a.served
+            for a in resolved
+            if a.served is not None
+            and a.entry.backend.fine_tune_job is not None
+            and a.entry.backend.fine_tune_job.base == r.entry.name
+        ]
+        out[r.entry.name] = [
+            vllm.deployment(owner, r.entry, v, adapters, settings),
+            vllm.service(owner, r.entry),
+        ]
+    return out
+
+
+def with_availability(resolved: list[Resolved], deployments: dict[str, dict[str, Any] | None]) -> list[Resolved]:
+    """The `vllm:` entries' (and their adapters') readiness from their Deployments' status."""
+    state = {name: vllm.available(d) for name, d in deployments.items()}
+    out = []
+    for r in resolved:
+        key = r.entry.name if r.entry.backend.vllm else None
+        if r.served is not None and r.entry.backend.fine_tune_job is not None:
+            key = r.entry.backend.fine_tune_job.base
+        if key is None or key not in state:
+            out.append(r)
+            continue
+        ok, reason, message = state[key]
+        if r.entry.backend.vllm:
+            out.append(dataclasses.replace(r, available=ok, reason=reason, message=message))
         else:
-            base = by_name[ref.base]
-            path = posixpath.join(ref.mount_path, adapter["path"])
-            model = entry.model or adapter["name"]
-            out.append(
-                Resolved(
-                    entry,
-                    _pool_model(entry, _direct_url(owner, base), model, AdapterRef(name=model, path=path)),
-                    "AdapterReady",
-                )
-            )
+            out.append(dataclasses.replace(r, available=ok, message=message if not ok else r.message))
     return out
 
 

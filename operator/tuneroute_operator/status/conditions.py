@@ -13,6 +13,12 @@ class Cond(NamedTuple):
     reason: str
     message: str = ""
 
+    @classmethod
+    def of(cls, c: dict[str, Any]) -> Cond:
+        """A condition as stored in status (to keep it while another one changes)."""
+        status = {"True": True, "False": False}.get(c.get("status", ""))
+        return cls(c.get("type", ""), status, c.get("reason") or "Unknown", c.get("message") or "")
+
 
 def _status(value: bool | None) -> ConditionStatus:
     return "Unknown" if value is None else ("True" if value else "False")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from ..api.finetunejob import AdapterLocation, FineTuneJobSpec, Phase
+from pydantic import ValidationError
+
+from ..api.finetunejob import AdapterLocation, FineTuneJobSpec, Phase, ServingVerification
 from ..builders import finetunejob as build
-from ..builders.common import Owner
 from . import gang
 from .conditions import Cond
 
@@ -120,8 +122,82 @@ def attempts(job: dict[str, Any] | None, nodes: int = 1) -> int:
     return counted + len(uncounted.get("succeeded") or []) + len(uncounted.get("failed") or [])
 
 
-def adapter(owner: Owner, spec: FineTuneJobSpec) -> AdapterLocation:
+def adapter(spec: FineTuneJobSpec, name: str) -> AdapterLocation:
     """Where a succeeded FineTuneJob's adapter is (what a ModelRoute serves)."""
-    path = build.output_path(owner, spec)
+    path = build.output_path(spec, name)
     pvc = spec.output.pvc
-    return AdapterLocation(name=build.adapter_name(owner, spec), pvc=pvc, path=path, uri=f"pvc://{pvc}/{path}")
+    return AdapterLocation(
+        name=name, pvc=pvc, path=path, uri=f"pvc://{pvc}/{path}", merged_path=build.merged_path(spec, name)
+    )
+
+
+# The parity gate --------------------------------------------------------------------------------
+
+SERVING = "ServingVerified"
+
+
+def _verdict(pods: list[dict[str, Any]]) -> ServingVerification | None:
+    """The gate's JSON from the most recently finished verify pod's termination message."""
+    latest: tuple[str, str] | None = None
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+            if term and (term.get("message") or "").strip():
+                key = (term.get("finishedAt") or "", term["message"].strip())
+                if latest is None or key[0] >= latest[0]:
+                    latest = key
+    if latest is None:
+        return None
+    text = latest[1]
+    try:
+        data = json.loads(text[text.index("{") :])
+        known = {f.alias or n for n, f in ServingVerification.model_fields.items()}
+        return ServingVerification.model_validate({k: v for k, v in data.items() if k in known})
+    except (ValueError, ValidationError):  # not the gate's JSON: e.g. the log tail of a crash
+        return ServingVerification(verified=False, reason="GateError", message=text[-1000:])
+
+
+def _num(x: float | None) -> str:
+    return "?" if x is None else f"{x:.2g}"
+
+
+def _figures(v: ServingVerification) -> str:
+    parts = [f"vLLM {v.vllm_version or '?'}"]
+    w = v.weights
+    if w and w.modules is not None:
+        parts.append(f"weights: {w.modules} modules, max |ΔW diff| {_num(w.max_abs_diff)}")
+    o = v.outputs
+    if o and o.ran and o.adapter and o.base:
+        agreement = "?" if o.adapter.token_agreement is None else f"{o.adapter.token_agreement:.0%}"
+        parts.append(
+            f"outputs: {o.prompts} prompts, tokens {agreement}, max logprob diff "
+            f"{_num(o.adapter.max_logprob_diff)} (base {_num(o.base.max_logprob_diff)})"
+        )
+    elif o and o.skipped:
+        parts.append(f"outputs skipped: {o.skipped}")
+    return "; ".join(parts)
+
+
+def serving(
+    enabled: bool, phase: Phase, verify_job: dict[str, Any] | None, pods: list[dict[str, Any]]
+) -> tuple[Cond, ServingVerification | None]:
+    """The ServingVerified condition and the gate's figures."""
+    if not enabled:
+        return Cond(SERVING, None, "VerificationDisabled", "spec.verify.enabled is false"), None
+    if phase != "Succeeded":
+        return Cond(SERVING, None, "AwaitingAdapter", "the gate runs once training has succeeded"), None
+    if verify_job is None:
+        return Cond(SERVING, None, "VerifyPending", "creating the verify Job"), None
+    verdict = _verdict(pods)
+    done = _job_condition(verify_job, "Complete") or _job_condition(verify_job, "Failed")
+    if verdict is None or not done:
+        if c := _job_condition(verify_job, "Failed"):
+            msg = f"the verify Job failed: {c.get('message') or c.get('reason')}"
+            return Cond(SERVING, False, "VerifyFailed", msg), ServingVerification(verified=False, message=msg)
+        return Cond(SERVING, None, "Verifying", f"the parity gate runs in Job {verify_job['metadata']['name']}"), None
+    verdict.job_name = verify_job["metadata"]["name"]
+    if verdict.verified and _job_condition(verify_job, "Complete"):
+        return Cond(SERVING, True, "Verified", f"vLLM serves the adapter as trained ({_figures(verdict)})"), verdict
+    verdict.verified = False
+    reason = verdict.reason if verdict.reason and verdict.reason != "Verified" else "NotVerified"
+    return Cond(SERVING, False, reason, f"{verdict.message} ({_figures(verdict)})"), verdict

@@ -15,9 +15,7 @@ CONFIG_REFUSED = "RouterConfigRefused"
 
 def backend_status(resolved: list[Resolved]) -> list[BackendStatus]:
     return [
-        BackendStatus(
-            name=r.entry.name, ready=r.model is not None, reason=r.reason, url=r.model.url if r.model else None
-        )
+        BackendStatus(name=r.entry.name, ready=r.ready, reason=r.reason, url=r.model.url if r.model else None)
         for r in resolved
     ]
 
@@ -27,8 +25,8 @@ def conditions(
 ) -> list[Cond]:
     """Ready and Degraded. `refused`: why the router would refuse the config over the ready
     entries (the route then keeps its previous router config, if it has one)."""
-    ready_n = sum(r.model is not None for r in resolved)
-    pending = [r for r in resolved if r.model is None]
+    ready_n = sum(r.ready for r in resolved)
+    pending = [r for r in resolved if not r.ready]
     available = int(((deployment or {}).get("status") or {}).get("availableReplicas") or 0)
     if ready_n == 0:
         ready = Cond(

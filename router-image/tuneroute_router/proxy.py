@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import time
 import uuid
@@ -20,6 +22,32 @@ from .live_config import LiveConfig, State
 from .metrics import Metrics
 from .openai_request import Endpoint, parse, read_body
 from .relay import relay
+
+
+async def _until_disconnect(request: Request) -> None:
+    # The body has been read: the next ASGI message can only be the client's disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_client_leaves(request: Request, work: Any) -> Any:
+    """`work`'s result, or None when the client disconnects first: then `work` is cancelled, so
+    that the backend's request (and the slot it holds) ends with the client's, not minutes later."""
+    task, gone = asyncio.ensure_future(work), asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
 
 # A client's x-request-id goes into every decision log line: at most this long, and plain.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
@@ -67,7 +95,11 @@ class Proxy:
 
         stream = body.get("stream") is True
         backends = [st.backends[m.name] for m in decision.candidates]
-        result = await self.dispatcher.send(backends, body, endpoint.path, stream, cfg.dispatch)
+        result = await _unless_client_leaves(
+            request, self.dispatcher.send(backends, body, endpoint.path, stream, cfg.dispatch)
+        )
+        if result is None:
+            return Response(status_code=499)  # the client went away: its backend request was cancelled
         rec = decision_log.record(
             request_id(request.headers.get("x-request-id")),
             body["model"],

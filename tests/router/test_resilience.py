@@ -171,6 +171,29 @@ def test_a_flood_on_a_busy_model_is_told_when_to_retry(tmp_path, pair):
         router.proc.stop()
 
 
+def test_a_client_that_leaves_takes_its_backend_request_with_it(tmp_path, pair):
+    """A client that gave up left its backend request running (a GPU busy for nothing, a slot
+    held) until the backend answered. Now the backend request is cancelled with the client's."""
+    small, large = pair
+    small.control(delay_s=5.0)
+    router = start_router(tmp_path, base_config(small, large))
+    body = {"model": "small", "messages": [{"role": "user", "content": EASY}]}
+    try:
+        before = small.stats()["requests"]
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(router.base + "/v1/chat/completions", json=body, timeout=0.5)
+        assert small.stats()["requests"] == before + 1  # it reached the backend
+        wait_until(
+            lambda: router.metric("tuneroute_in_flight", model="small") == 0,
+            3,
+            "the backend request to end with the client's (the backend answers after 5 s)",
+        )
+        small.control(delay_s=0.0)
+        assert ask(router, model="small")[0].model == "small"  # its slot was given back
+    finally:
+        router.proc.stop()
+
+
 def test_bad_reload_keeps_the_old_config_and_a_good_one_applies(tmp_path, pair):
     small, large = pair
     cfg = base_config(small, large)

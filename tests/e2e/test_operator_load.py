@@ -7,6 +7,7 @@ sends them (merge patches of status.progress)."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -114,8 +115,13 @@ def test_a_flood_of_trainer_progress_reaches_kubectl_get_and_touches_no_route(
     header, cells = (line.split() for line in row.splitlines()[:2])
     assert dict(zip(header, cells))["STEP"] == "100"
 
-    # The phase moving is what the route follows.
+    # The phase moving is what the route follows (once the serving gate verified the adapter:
+    # its verdict as the verify pod reports it; test_modelroute covers the gate itself).
     cp.finish_pod(namespace, pod, exit_code=0)
+    verdict = {"verified": True, "reason": "Verified", "vllmVersion": "0.32.0", "weights": {"modules": 96}}
+    cp.finish_pod(
+        namespace, running_pod(cp, namespace, "qwen3-support-verify"), exit_code=0, message=json.dumps(verdict)
+    )
     wait_until(
         lambda: ((get(cp, namespace, "modelroute", "assistant") or {}).get("status") or {}).get("backends") == "4/4",
         60,

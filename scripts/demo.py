@@ -109,10 +109,11 @@ def main() -> None:
     step("Train: the real trainer on a tiny random Qwen3-MoE (CPU), reporting progress into the FineTuneJob")
     from tuneroute_testing.trainer_fixtures import save_tiny_model, trainer_config, write_config
 
-    model = save_tiny_model("qwen3_moe", DIR / "tiny-qwen3-moe")
+    model = save_tiny_model("qwen3_moe", DIR / "tiny-qwen3-moe", servable=True)
+    adapter_name = cp.get("ftj", "qwen3-support", "-n", NS)["status"]["adapterName"]  # <job>-<hash>
     cfg = trainer_config(
         model,
-        DIR / "pv" / "adapters" / "qwen3-support",
+        DIR / "pv" / "adapters" / adapter_name,
         training={"maxSteps": 40},
         report={"namespace": NS, "name": "qwen3-support", "intervalSeconds": 1},
     )
@@ -139,11 +140,9 @@ def main() -> None:
     phase = "Succeeded" if train.returncode == 0 else "Failed"
     wait_until(lambda: (cp.get("ftj", "qwen3-support", "-n", NS).get("status") or {}).get("phase") == phase, 60, phase)
     if phase == "Succeeded":
-        wait_until(
-            lambda: (cp.get("mroute", "assistant", "-n", NS).get("status") or {}).get("backends") == "4/4",
-            60,
-            "the adapter to join the route",
-        )
+        from demo_serving import verify_example  # scripts/demo_serving.py
+
+        verify_example(cp, NS, DIR / "pv", model, DIR)
     show(cp, "get", "tuneroute", "-n", NS)
     show(cp, "get", "mroute", "assistant", "-n", NS, "-o", "jsonpath={.status.backendStatus}")
     print()
@@ -152,9 +151,13 @@ def main() -> None:
     wait_until(lambda: len(cp.get("events", "-n", NS, "--field-selector", selector)["items"]) >= 2, 30, "the Events")
     show(cp, "get", "events", "-n", NS, "--field-selector", selector, "--sort-by=.lastTimestamp")
 
+    from demo_serving import serve_locally
+
+    serve_locally(cp, NS, DIR / "pv", DIR)
+
     step("Done")
     print(f"The cluster is still up:  source {DIR}/env && kubectl get tuneroute")
-    print(f"Adapter written to:       {DIR / 'pv' / 'adapters' / 'qwen3-support'}")
+    print(f"Adapters written to:      {DIR / 'pv' / 'adapters'}")
     print("Stop everything:          scripts/demo.sh --down")
 
 

@@ -128,6 +128,11 @@ def training_jobs(namespace: str | None, name: str, labels: kopf.Labels, status:
 
 @kopf.index("", "v1", "pods", labels=TRAINING)
 def training_pods(namespace: str | None, name: str, labels: kopf.Labels, status: kopf.Status, **_: Any) -> dict:
+    # Only the pods of the Job named after the FineTuneJob (one pod's training): its verify Job's
+    # pods carry the same label, and a Running one must not read as training (several-pod
+    # attempts are read from the API server).
+    if labels.get("job-name") != labels[f"{GROUP}/finetunejob"]:
+        return {}
     # What status/finetunejob.py reads of a pod: its phase, conditions and container states.
     keep = {k: status[k] for k in ("phase", "conditions", "containerStatuses") if k in status}
     return {_training_key(namespace, labels): {"metadata": {"name": name}, "status": keep}}

@@ -109,3 +109,16 @@ async def test_a_retry_waits_as_long_as_the_failure_asks():
     c.request("job-a")
     await asyncio.sleep(0.5)
     assert runs == 1 and c.pending() == 1  # waiting for its retry, an hour away
+
+
+def test_the_status_index_holds_the_training_pods_not_the_verify_pods():
+    """The verify Job's pods carry the FineTuneJob's label too; a Running verify pod of a
+    re-created job's predecessor must not make the new one read as Running."""
+    from tuneroute_operator.handlers import training_pods
+
+    label = {"tuneroute.io/finetunejob": "tiny", "app.kubernetes.io/managed-by": "tuneroute-operator"}
+    status = {"phase": "Running", "hostIP": "10.0.0.1"}
+    trained = training_pods(namespace="ml", name="tiny-abc", labels={**label, "job-name": "tiny"}, status=status)
+    assert trained == {("ml", "tiny"): {"metadata": {"name": "tiny-abc"}, "status": {"phase": "Running"}}}
+    verify = {**label, "job-name": "tiny-verify"}
+    assert training_pods(namespace="ml", name="tiny-verify-x", labels=verify, status=status) == {}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from . import running_operators
 from .control_plane import ControlPlane
 from .process import Process, free_port, http_ok, metric
 
@@ -55,6 +56,7 @@ class OperatorProcess:
             [sys.executable, "-m", "tuneroute_operator"], self.log_path, lambda: http_ok(health), "the operator", env
         )
         self._process.start()
+        running_operators.started(self, self.stop, self.start)
         return self
 
     @property
@@ -72,6 +74,7 @@ class OperatorProcess:
         self.process.kill()
 
     def stop(self) -> None:
+        running_operators.stopped(self)
         if self._process is not None:
             self._process.stop()
 

@@ -9,6 +9,7 @@ import pytest
 
 from tuneroute_operator.api.finetunejob import FineTuneJobStatus
 from tuneroute_testing import REPO
+from tuneroute_testing.control_plane import wait_until
 from tuneroute_testing.k8s import apply, small_finetunejob
 
 pytestmark = pytest.mark.cluster
@@ -62,10 +63,16 @@ def test_an_image_allow_list_refuses_other_images_naming_the_field(control_plane
         "--set", "imagePolicy.allowedPrefixes={registry.example/ml/}", "--wait", "--timeout", "60s",
     )  # fmt: skip
     try:
-        refused = cp.kubectl(
-            "-n", namespace, "apply", "-f", "-", check=False,
-            input=json.dumps(small_finetunejob("elsewhere", image="evil.example/miner:1")),
-        )  # fmt: skip
+        # the API server compiles a new policy and its binding asynchronously (helm --wait does not
+        # wait for that): wait until a server-side dry run is refused before the real attempt
+        evil = json.dumps(small_finetunejob("elsewhere", image="evil.example/miner:1"))
+
+        def dry_run_refused() -> bool:
+            probe = cp.kubectl("-n", namespace, "apply", "--dry-run=server", "-f", "-", check=False, input=evil)
+            return probe.returncode != 0
+
+        wait_until(dry_run_refused, timeout=30, interval=0.5, what="the image policy to take effect")
+        refused = cp.kubectl("-n", namespace, "apply", "-f", "-", check=False, input=evil)
         assert refused.returncode != 0
         assert "spec.image evil.example/miner:1 is not allowed" in refused.stderr
         assert "registry.example/ml/" in refused.stderr

@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# tuneroute's images, built here without a Docker engine or a registry, and loaded into the
+# local cluster's real node.
+#
+#   scripts/images.sh build [NAME...]       build what is missing; print each NAME=REF
+#   scripts/images.sh ref NAME              the local ref of NAME (builds it when missing)
+#   scripts/images.sh import DIR [NAME...]  build if needed, then import into the containerd of the
+#                                           real node of the cluster in DIR (tests/cluster/up.sh)
+#   scripts/images.sh import-ref DIR REF    import any image of the local store (e.g. your own)
+#   scripts/images.sh push REGISTRY [NAME...]  push to REGISTRY/tuneroute/NAME:TAG (your registry)
+#
+# NAME: operator, router, trainer (the chart's images, from their Dockerfiles, unchanged) and
+# pause, coredns (the node's own). Default: operator router trainer.
+#
+# How: `buildah bud --isolation chroot --pull=never` on the Dockerfiles (Debian's buildah), FROM
+# base images built locally from distribution packages with mmdebstrap and tagged with the names
+# the FROM lines use (see base_* below and docs/images.md for how they differ from the real ones).
+# Every image is tagged localhost/tuneroute/NAME:HASH, HASH being a hash of what goes into it
+# (Dockerfile, the files its COPY lines take, the base image), and is built only when that tag is
+# missing from the store in ~/.cache/tuneroute/containers.
+set -euo pipefail
+shopt -s inherit_errexit
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/lib.sh"
+cache="$(tuneroute_cache)"
+store="$cache/containers"
+DEBIAN_MIRROR="${TUNEROUTE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+UBUNTU_MIRROR="${TUNEROUTE_UBUNTU_MIRROR:-http://archive.ubuntu.com/ubuntu}"
+# Ubuntu's archive key, from Ubuntu's own package (Debian bookworm does not ship it); pinned by hash.
+UBUNTU_KEYRING_DEB=pool/main/u/ubuntu-keyring/ubuntu-keyring_2023.11.28.1_all.deb
+UBUNTU_KEYRING_SHA256=36de43b15853ccae0028e9a767613770c704833f82586f28eb262f0311adb8a8
+
+log() { echo "images.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+bh() { buildah --root "$store/storage" --runroot "$store/run" --storage-driver overlay "$@"; }
+has_image() { bh inspect --type image "$1" >/dev/null 2>&1; }
+short() { cut -c1-16; }
+
+ensure_tools() {
+  ensure_packages buildah mmdebstrap containerd
+  [ "$(id -u)" = 0 ] || die "building images needs root (buildah --isolation chroot, mmdebstrap)"
+}
+
+# --- base images: the FROM lines' names, built from distribution packages --------------------
+# A dpkg filter as in the official slim images: no docs, man pages or locales.
+SLIM=(--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
+      --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*'
+      --dpkgopt='path-exclude=/usr/share/info/*')
+
+# The build machine's own CAs (Debian's place for them), so that RUN steps reach PyPI through a
+# TLS-intercepting proxy when the machine has one; none on an ordinary machine.
+LOCAL_CAS=/usr/local/share/ca-certificates
+local_ca_hooks() {
+  compgen -G "$LOCAL_CAS/*.crt" >/dev/null || return 0
+  echo --customize-hook="copy-in $LOCAL_CAS /usr/local/share"
+  echo --customize-hook='chroot "$1" update-ca-certificates'
+}
+
+# python:3.X-slim-bookworm: Debian bookworm's Python (3.11.2) in the official image's layout,
+# /usr/local/bin/python and pip, by a venv over the system Python at /usr/local.
+base_python_bookworm() { # TARBALL
+  local cas
+  mapfile -t cas < <(local_ca_hooks)
+  mmdebstrap --variant=minbase --include=python3,python3-venv,ca-certificates,netbase "${SLIM[@]}" "${cas[@]}" \
+    --customize-hook='chroot "$1" python3 -m venv /usr/local && rm "$1"/usr/local/bin/[Aa]ctivate*' \
+    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
+    bookworm "$1" "deb $DEBIAN_MIRROR bookworm main" "deb $DEBIAN_MIRROR bookworm-updates main" \
+    "deb ${DEBIAN_MIRROR%/debian}/debian-security bookworm-security main"
+}
+base_python_bookworm_config=(--env PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin --env LANG=C.UTF-8 --cmd python3)
+
+# nvidia/cuda:V-runtime-ubuntu24.04: Ubuntu noble with the image's NVIDIA environment (what the
+# NVIDIA container toolkit reads on a GPU node) but without the CUDA runtime libraries: they
+# come from NVIDIA's apt repository, unreachable here. The trainer does not use them: torch's
+# wheels bring their own CUDA libraries (nvidia-* wheels).
+base_cuda_noble() { # TARBALL
+  local keys cas
+  keys="$(ubuntu_keyring)"
+  mapfile -t cas < <(local_ca_hooks)
+  mmdebstrap --variant=minbase --keyring="$keys" --include=ca-certificates "${SLIM[@]}" "${cas[@]}" \
+    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
+    noble "$1" "deb $UBUNTU_MIRROR noble main universe" "deb $UBUNTU_MIRROR noble-updates main universe" \
+    "deb $UBUNTU_MIRROR noble-security main universe"
+}
+base_cuda_noble_config() { # CUDA_VERSION
+  echo --env NVARCH=x86_64 --env CUDA_VERSION="$1" --env NVIDIA_REQUIRE_CUDA="cuda>=${1%.*}" \
+    --env NVIDIA_VISIBLE_DEVICES=all --env NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    --env LD_LIBRARY_PATH=/usr/local/nvidia/lib:/usr/local/nvidia/lib64 \
+    --env PATH=/usr/local/nvidia/bin:/usr/local/cuda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --cmd /bin/bash
+}
+
+ubuntu_keyring() {
+  local dir="$cache/keyrings" deb
+  deb="$dir/$(basename "$UBUNTU_KEYRING_DEB")"
+  if [ ! -f "$dir/ubuntu-archive-keyring.gpg" ]; then
+    mkdir -p "$dir"
+    curl -fsSL -o "$deb.tmp" "$UBUNTU_MIRROR/$UBUNTU_KEYRING_DEB"
+    echo "$UBUNTU_KEYRING_SHA256  $deb.tmp" | sha256sum -c --quiet - >&2 || die "$UBUNTU_KEYRING_DEB: unexpected sha256"
+    dpkg-deb --fsys-tarfile "$deb.tmp" | tar -xO ./usr/share/keyrings/ubuntu-archive-keyring.gpg >"$dir/ubuntu-archive-keyring.gpg"
+    rm -f "$deb.tmp"
+  fi
+  echo "$dir/ubuntu-archive-keyring.gpg"
+}
+
+# docker.io/library/python:3.11.11-slim-bookworm -> recipe name, or nothing
+recipe_for() {
+  case "$1" in
+    python:3.11*-slim-bookworm | docker.io/library/python:3.11*-slim-bookworm) echo python_bookworm ;;
+    nvidia/cuda:*-runtime-ubuntu24.04 | docker.io/nvidia/cuda:*-runtime-ubuntu24.04) echo cuda_noble ;;
+  esac
+}
+
+qualified() { # the name buildah resolves a FROM line's short name to
+  case "$1" in
+    */*/*) echo "$1" ;;
+    */*) echo "docker.io/$1" ;;
+    *) echo "docker.io/library/$1" ;;
+  esac
+}
+
+# Build (once) the local stand-in for a FROM image; print its image ID.
+ensure_base() { # FROM-NAME
+  local name=$1 recipe key ref tmp cid config=()
+  recipe="$(recipe_for "$name")"
+  [ -n "$recipe" ] || die "no local recipe for base image $name (only python:3.11*-slim-bookworm and nvidia/cuda:*-runtime-ubuntu24.04)"
+  if [ "$recipe" = cuda_noble ]; then
+    local v=${name##*:}
+    read -ra config <<<"$(base_cuda_noble_config "${v%%-*}")"
+  else
+    config=("${base_python_bookworm_config[@]}")
+  fi
+  # One build per recipe and configuration: python:3.11.7-slim-bookworm and 3.11.11 share one.
+  key=$( (declare -f "base_$recipe" local_ca_hooks; cat "$LOCAL_CAS"/*.crt 2>/dev/null; echo "$DEBIAN_MIRROR $UBUNTU_MIRROR ${SLIM[*]} ${config[*]}") | sha256sum | short)
+  ref="localhost/tuneroute/base-${recipe//_/-}:$key"
+  if ! has_image "$ref"; then
+    tmp="$(mktemp -d "$cache/tmp.XXXXXX")"
+    progress "base image $name (mmdebstrap, $recipe)" "base_$recipe" "$tmp/rootfs.tar"
+    cid=$(bh from --pull=never scratch)
+    bh add --quiet "$cid" "$tmp/rootfs.tar" / >/dev/null
+    rm -rf "$tmp"
+    bh config "${config[@]}" --label "tuneroute.io/local-base-recipe=$recipe" "$cid"
+    bh commit --quiet --format docker --rm "$cid" "$ref" >/dev/null
+  fi
+  bh tag "$ref" "$(qualified "$name")"
+  bh inspect --type image --format '{{.FromImageID}}' "$ref"
+}
+
+# --- the chart's images -----------------------------------------------------------------------
+dockerfile_of() {
+  case "$1" in
+    operator) echo "operator/Dockerfile" ;;
+    router) echo "router-image/Dockerfile" ;;
+    trainer) echo "trainer-image/Dockerfile" ;;
+    *) return 1 ;;
+  esac
+}
+# The build context each Dockerfile's header names (where `docker build` runs from).
+context_of() {
+  case "$1" in
+    operator) echo "." ;;
+    router) echo "router-image" ;;
+    trainer) echo "trainer-image" ;;
+  esac
+}
+
+app_ref() { # NAME -> localhost/tuneroute/NAME:HASH (bases built when missing)
+  local name=$1 df ctx from ids=""
+  df="$root/$(dockerfile_of "$name")"
+  ctx="$root/$(context_of "$name")"
+  for from in $(python3 "$root/scripts/image_inputs.py" from "$df"); do
+    ids+="$(ensure_base "$from") "
+  done
+  echo "localhost/tuneroute/$name:$( (python3 "$root/scripts/image_inputs.py" hash "$df" "$ctx"; echo "$ids") | sha256sum | short)"
+}
+
+build_app() { # NAME
+  local name=$1 ref df
+  ref="$(app_ref "$name")"
+  df="$root/$(dockerfile_of "$name")"
+  if ! has_image "$ref"; then
+    # --layers: a code change re-runs only the steps after the dependencies' install.
+    progress "buildah bud $name ($(dockerfile_of "$name"))" \
+      bh bud --isolation chroot --pull=never --layers --format docker \
+      -f "$df" -t "$ref" "$root/$(context_of "$name")"
+    log "$name: $ref, $(image_size "$ref")"
+  fi
+  echo "$ref"
+}
+
+image_size() { bh images --noheading --format '{{.Size}}' "$1" 2>/dev/null | head -1; }
+
+# --- the node's images ------------------------------------------------------------------------
+# pause: the sandbox image, built from pause.c in the k8s.io/kubernetes module the node runs.
+build_pause() {
+  local src ref tmp cid
+  src="$(cd "$root/tests/cluster/kube" && GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+  [ -f "$src" ] || die "no $src"
+  ref="localhost/tuneroute/pause:$( (cat "$src"; declare -f build_pause) | sha256sum | short)"
+  if ! has_image "$ref"; then
+    ensure_packages gcc libc6-dev
+    tmp="$(mktemp -d "$cache/tmp.XXXXXX")"
+    gcc -Os -Wall -Werror -static -DVERSION=tuneroute -o "$tmp/pause" "$src"
+    cid=$(bh from --pull=never scratch)
+    bh copy --quiet "$cid" "$tmp/pause" /pause >/dev/null
+    bh config --entrypoint '["/pause"]' --user 65535:65535 "$cid"
+    bh commit --quiet --format docker --rm "$cid" "$ref" >/dev/null
+    rm -rf "$tmp"
+  fi
+  echo "$ref"
+}
+
+# coredns: the static binary tests/cluster/build.sh builds, alone in the image.
+build_coredns() {
+  local bin ref cid
+  bin="$("$root/tests/cluster/build.sh")/coredns"
+  ref="localhost/tuneroute/coredns:$( (sha256sum <"$bin"; declare -f build_coredns) | sha256sum | short)"
+  if ! has_image "$ref"; then
+    cid=$(bh from --pull=never scratch)
+    bh copy --quiet "$cid" "$bin" /coredns >/dev/null
+    bh config --entrypoint '["/coredns"]' --user 65532:65532 "$cid"
+    bh commit --quiet --format docker --rm "$cid" "$ref" >/dev/null
+  fi
+  echo "$ref"
+}
+
+build() { # NAME -> ref
+  case "$1" in
+    pause) build_pause ;;
+    coredns) build_coredns ;;
+    operator | router | trainer) build_app "$1" ;;
+    *) die "unknown image $1 (operator, router, trainer, pause, coredns)" ;;
+  esac
+}
+
+# --- into the node's containerd -----------------------------------------------------------------
+# Streamed through a FIFO (docker-archive, uncompressed), so no copy of the image lands on disk
+# on the way; containerd unpacks it at once so the first pod starts without waiting.
+import_ref() { # DIR REF
+  local dir=$1 ref=$2 sock fifo t0=$SECONDS
+  sock="$dir/node/containerd/containerd.sock"
+  [ -S "$sock" ] || die "no real node in $dir (no $sock): start it with tests/cluster/up.sh $dir"
+  if [ -n "$(ctr -a "$sock" -n k8s.io images ls -q "name==$ref")" ]; then return 0; fi
+  fifo="$dir/node/import.$$.fifo"
+  rm -f "$fifo" && mkfifo "$fifo"
+  bh push --quiet "$ref" "docker-archive:$fifo:$ref" &
+  local pusher=$!
+  progress "import $ref into the node" ctr -a "$sock" -n k8s.io images import "$fifo" || { kill "$pusher" 2>/dev/null; rm -f "$fifo"; return 1; }
+  wait "$pusher"
+  rm -f "$fifo"
+  log "$ref imported in $(fmt_seconds $((SECONDS - t0)))"
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+  build)
+    ensure_tools
+    (($#)) || set -- operator router trainer
+    for n in "$@"; do echo "$n=$(build "$n")"; done
+    ;;
+  ref)
+    ensure_tools
+    build "$1"
+    ;;
+  import)
+    ensure_tools
+    dir="$(cd "$1" && pwd)"
+    shift
+    (($#)) || set -- operator router trainer
+    for n in "$@"; do
+      ref="$(build "$n")"
+      import_ref "$dir" "$ref"
+      echo "$n=$ref"
+    done
+    ;;
+  import-ref)
+    ensure_tools
+    import_ref "$(cd "$1" && pwd)" "$2"
+    ;;
+  push)
+    ensure_tools
+    registry=$1
+    shift
+    (($#)) || set -- operator router trainer
+    for n in "$@"; do
+      ref="$(build "$n")"
+      dest="$registry/tuneroute/$n:${TUNEROUTE_IMAGE_TAG:-${ref##*:}}"
+      progress "push $dest" bh push "$ref" "docker://$dest"
+      echo "$n=$dest"
+    done
+    ;;
+  *)
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac

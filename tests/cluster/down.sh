@@ -5,6 +5,8 @@
 set -uo pipefail
 dir="${1:-${TUNEROUTE_CLUSTER_DIR:-/tmp/tuneroute-cluster}}"
 [ -d "$dir" ] || { echo "down.sh: nothing at $dir" >&2; exit 0; }
+# The real node first (its pods, containerd, network namespace, cgroups, mounts, sysctls).
+[ -f "$dir/node/net.env" ] && "$(dirname "${BASH_SOURCE[0]}")/node.sh" stop "$dir"
 pids=()
 # Clients first, etcd last, so nothing logs a storm of connection errors.
 for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do

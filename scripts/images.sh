@@ -75,12 +75,20 @@ base_python_bookworm_config=(--env PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin
 # wheels bring their own CUDA libraries (nvidia-* wheels).
 base_cuda_noble() { # TARBALL
   local keys cas
-  keys="$(ubuntu_keyring)"
+  # A copy apt's unprivileged _apt user can read (the cache under /root is not readable to it).
+  keys="$(mktemp /tmp/tuneroute-ubuntu-keyring.XXXXXX)"
+  cp "$(ubuntu_keyring)" "$keys"
+  chmod 644 "$keys"
+  trap 'rm -f "$keys"' RETURN
   mapfile -t cas < <(local_ca_hooks)
-  mmdebstrap --variant=minbase --keyring="$keys" --include=ca-certificates "${SLIM[@]}" "${cas[@]}" \
+  # The key for the bootstrap; in the image, apt trusts the archive through the ubuntu-keyring
+  # package, as in Ubuntu's own images.
+  mmdebstrap --variant=minbase --include=apt,ca-certificates,ubuntu-keyring "${SLIM[@]}" "${cas[@]}" \
+    --customize-hook='sed -i "s/\[signed-by=[^]]*\] //" "$1"/etc/apt/sources.list' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
-    noble "$1" "deb $UBUNTU_MIRROR noble main universe" "deb $UBUNTU_MIRROR noble-updates main universe" \
-    "deb $UBUNTU_MIRROR noble-security main universe"
+    noble "$1" "deb [signed-by=$keys] $UBUNTU_MIRROR noble main universe" \
+    "deb [signed-by=$keys] $UBUNTU_MIRROR noble-updates main universe" \
+    "deb [signed-by=$keys] $UBUNTU_MIRROR noble-security main universe"
 }
 base_cuda_noble_config() { # CUDA_VERSION
   echo --env NVARCH=x86_64 --env CUDA_VERSION="$1" --env NVIDIA_REQUIRE_CUDA="cuda>=${1%.*}" \
@@ -257,7 +265,10 @@ case "$cmd" in
   build)
     ensure_tools
     (($#)) || set -- operator router trainer
-    for n in "$@"; do echo "$n=$(build "$n")"; done
+    for n in "$@"; do
+      ref="$(build "$n")"
+      echo "$n=$ref"
+    done
     ;;
   ref)
     ensure_tools

@@ -3,7 +3,7 @@
 # local cluster's real node.
 #
 #   scripts/images.sh build [NAME...]       build what is missing; print each NAME=REF
-#   scripts/images.sh ref NAME              the local ref of NAME (builds it when missing)
+#   scripts/images.sh ref NAME              the local ref NAME has or will have (builds nothing)
 #   scripts/images.sh import DIR [NAME...]  build if needed, then import into the containerd of the
 #                                           real node of the cluster in DIR (tests/cluster/up.sh)
 #   scripts/images.sh import-ref DIR REF    import any image of the local store (e.g. your own)
@@ -67,7 +67,9 @@ base_python_bookworm() { # TARBALL
     bookworm "$1" "deb $DEBIAN_MIRROR bookworm main" "deb $DEBIAN_MIRROR bookworm-updates main" \
     "deb ${DEBIAN_MIRROR%/debian}/debian-security bookworm-security main"
 }
-base_python_bookworm_config=(--env PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin --env LANG=C.UTF-8 --cmd python3)
+base_python_bookworm_config() { # buildah config flags, one "FLAG VALUE" a line
+  printf -- '%s\n' "--env PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin" "--env LANG=C.UTF-8" "--cmd python3"
+}
 
 # nvidia/cuda:V-runtime-ubuntu24.04: Ubuntu noble with the image's NVIDIA environment (what the
 # NVIDIA container toolkit reads on a GPU node) but without the CUDA runtime libraries: they
@@ -90,12 +92,12 @@ base_cuda_noble() { # TARBALL
     "deb [signed-by=$keys] $UBUNTU_MIRROR noble-updates main universe" \
     "deb [signed-by=$keys] $UBUNTU_MIRROR noble-security main universe"
 }
-base_cuda_noble_config() { # CUDA_VERSION
-  echo --env NVARCH=x86_64 --env CUDA_VERSION="$1" --env NVIDIA_REQUIRE_CUDA="cuda>=${1%.*}" \
-    --env NVIDIA_VISIBLE_DEVICES=all --env NVIDIA_DRIVER_CAPABILITIES=compute,utility \
-    --env LD_LIBRARY_PATH=/usr/local/nvidia/lib:/usr/local/nvidia/lib64 \
-    --env PATH=/usr/local/nvidia/bin:/usr/local/cuda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    --cmd /bin/bash
+base_cuda_noble_config() { # CUDA_VERSION -> buildah config flags, one "FLAG VALUE" a line
+  printf -- '--env %s\n' NVARCH=x86_64 "CUDA_VERSION=$1" "NVIDIA_REQUIRE_CUDA=cuda>=${1%.*}" \
+    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    LD_LIBRARY_PATH=/usr/local/nvidia/lib:/usr/local/nvidia/lib64 \
+    PATH=/usr/local/nvidia/bin:/usr/local/cuda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  echo "--cmd /bin/bash"
 }
 
 ubuntu_keyring() {
@@ -127,21 +129,33 @@ qualified() { # the name buildah resolves a FROM line's short name to
   esac
 }
 
-# Build (once) the local stand-in for a FROM image; print its image ID.
-ensure_base() { # FROM-NAME
-  local name=$1 recipe key ref tmp cid config=()
-  recipe="$(recipe_for "$name")"
-  [ -n "$recipe" ] || die "no local recipe for base image $name (only python:3.11*-slim-bookworm and nvidia/cuda:*-runtime-ubuntu24.04)"
-  if [ "$recipe" = cuda_noble ]; then
-    local v=${name##*:}
-    read -ra config <<<"$(base_cuda_noble_config "${v%%-*}")"
+base_config() { # FROM-NAME -> the image config flags of its stand-in, one a line
+  if [ "$(recipe_for "$1")" = cuda_noble ]; then
+    local v=${1##*:}
+    base_cuda_noble_config "${v%%-*}"
   else
-    config=("${base_python_bookworm_config[@]}")
+    base_python_bookworm_config
   fi
-  # One build per recipe and configuration: python:3.11.7-slim-bookworm and 3.11.11 share one.
-  key=$( (declare -f "base_$recipe" local_ca_hooks; cat "$LOCAL_CAS"/*.crt 2>/dev/null; echo "$DEBIAN_MIRROR $UBUNTU_MIRROR ${SLIM[*]} ${config[*]}") | sha256sum | short)
-  ref="localhost/tuneroute/base-${recipe//_/-}:$key"
+}
+
+# The local stand-in for a FROM image: localhost/tuneroute/base-RECIPE:KEY, KEY a hash of the
+# recipe and the image config (python:3.11.7-slim-bookworm and 3.11.11 share one build).
+base_ref() { # FROM-NAME
+  local recipe key
+  recipe="$(recipe_for "$1")"
+  [ -n "$recipe" ] || die "no local recipe for base image $1 (only python:3.11*-slim-bookworm and nvidia/cuda:*-runtime-ubuntu24.04)"
+  key=$( (declare -f "base_$recipe" local_ca_hooks; cat "$LOCAL_CAS"/*.crt 2>/dev/null
+    echo "$DEBIAN_MIRROR $UBUNTU_MIRROR ${SLIM[*]}"; base_config "$1") | sha256sum | short)
+  echo "localhost/tuneroute/base-${recipe//_/-}:$key"
+}
+
+# Build (once) the stand-in for a FROM image and tag it with the FROM line's name.
+ensure_base() { # FROM-NAME
+  local name=$1 recipe ref tmp cid flag value config=()
+  recipe="$(recipe_for "$name")"
+  ref="$(base_ref "$name")"
   if ! has_image "$ref"; then
+    while read -r flag value; do config+=("$flag" "$value"); done < <(base_config "$name")
     tmp="$(mktemp -d "$cache/tmp.XXXXXX")"
     progress "base image $name (mmdebstrap, $recipe)" "base_$recipe" "$tmp/rootfs.tar"
     cid=$(bh from --pull=never scratch)
@@ -151,7 +165,6 @@ ensure_base() { # FROM-NAME
     bh commit --quiet --format docker --rm "$cid" "$ref" >/dev/null
   fi
   bh tag "$ref" "$(qualified "$name")"
-  bh inspect --type image --format '{{.FromImageID}}' "$ref"
 }
 
 # --- the chart's images -----------------------------------------------------------------------
@@ -167,30 +180,29 @@ dockerfile_of() {
 context_of() {
   case "$1" in
     operator) echo "." ;;
-    router) echo "router-image" ;;
+    router) echo "." ;;
     trainer) echo "trainer-image" ;;
   esac
 }
 
-app_ref() { # NAME -> localhost/tuneroute/NAME:HASH (bases built when missing)
-  local name=$1 df ctx from ids=""
-  df="$root/$(dockerfile_of "$name")"
-  ctx="$root/$(context_of "$name")"
-  for from in $(python3 "$root/scripts/image_inputs.py" from "$df"); do
-    ids+="$(ensure_base "$from") "
-  done
-  echo "localhost/tuneroute/$name:$( (python3 "$root/scripts/image_inputs.py" hash "$df" "$ctx"; echo "$ids") | sha256sum | short)"
+from_lines() { python3 "$root/scripts/image_inputs.py" from "$root/$(dockerfile_of "$1")"; }
+
+app_ref() { # NAME -> localhost/tuneroute/NAME:HASH; computed, nothing is built
+  local name=$1 from bases=""
+  for from in $(from_lines "$name"); do bases+="$(base_ref "$from") "; done
+  echo "localhost/tuneroute/$name:$( (python3 "$root/scripts/image_inputs.py" hash "$root/$(dockerfile_of "$name")" \
+    "$root/$(context_of "$name")"; echo "$bases") | sha256sum | short)"
 }
 
 build_app() { # NAME
-  local name=$1 ref df
+  local name=$1 ref from
   ref="$(app_ref "$name")"
-  df="$root/$(dockerfile_of "$name")"
   if ! has_image "$ref"; then
+    for from in $(from_lines "$name"); do ensure_base "$from"; done
     # --layers: a code change re-runs only the steps after the dependencies' install.
     progress "buildah bud $name ($(dockerfile_of "$name"))" \
       bh bud --isolation chroot --pull=never --layers --format docker \
-      -f "$df" -t "$ref" "$root/$(context_of "$name")"
+      -f "$root/$(dockerfile_of "$name")" -t "$ref" "$root/$(context_of "$name")"
     log "$name: $ref, $(image_size "$ref")"
   fi
   echo "$ref"
@@ -200,11 +212,14 @@ image_size() { bh images --noheading --format '{{.Size}}' "$1" 2>/dev/null | hea
 
 # --- the node's images ------------------------------------------------------------------------
 # pause: the sandbox image, built from pause.c in the k8s.io/kubernetes module the node runs.
+pause_src() {
+  echo "$(cd "$root/tests/cluster/kube" && GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+}
+pause_ref() { echo "localhost/tuneroute/pause:$( (cat "$(pause_src)"; declare -f build_pause) | sha256sum | short)"; }
 build_pause() {
   local src ref tmp cid
-  src="$(cd "$root/tests/cluster/kube" && GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
-  [ -f "$src" ] || die "no $src"
-  ref="localhost/tuneroute/pause:$( (cat "$src"; declare -f build_pause) | sha256sum | short)"
+  src="$(pause_src)"
+  ref="$(pause_ref)"
   if ! has_image "$ref"; then
     ensure_packages gcc libc6-dev
     tmp="$(mktemp -d "$cache/tmp.XXXXXX")"
@@ -219,10 +234,13 @@ build_pause() {
 }
 
 # coredns: the static binary tests/cluster/build.sh builds, alone in the image.
+coredns_ref() {
+  echo "localhost/tuneroute/coredns:$( (sha256sum <"$("$root/tests/cluster/build.sh")/coredns"; declare -f build_coredns) | sha256sum | short)"
+}
 build_coredns() {
   local bin ref cid
   bin="$("$root/tests/cluster/build.sh")/coredns"
-  ref="localhost/tuneroute/coredns:$( (sha256sum <"$bin"; declare -f build_coredns) | sha256sum | short)"
+  ref="$(coredns_ref)"
   if ! has_image "$ref"; then
     cid=$(bh from --pull=never scratch)
     bh copy --quiet "$cid" "$bin" /coredns >/dev/null
@@ -232,11 +250,20 @@ build_coredns() {
   echo "$ref"
 }
 
-build() { # NAME -> ref
+build() { # NAME -> ref, built when missing
   case "$1" in
     pause) build_pause ;;
     coredns) build_coredns ;;
     operator | router | trainer) build_app "$1" ;;
+    *) die "unknown image $1 (operator, router, trainer, pause, coredns)" ;;
+  esac
+}
+
+ref_of() { # NAME -> ref, computed (nothing is built)
+  case "$1" in
+    pause) pause_ref ;;
+    coredns) coredns_ref ;;
+    operator | router | trainer) app_ref "$1" ;;
     *) die "unknown image $1 (operator, router, trainer, pause, coredns)" ;;
   esac
 }
@@ -271,8 +298,7 @@ case "$cmd" in
     done
     ;;
   ref)
-    ensure_tools
-    build "$1"
+    ref_of "$1"
     ;;
   import)
     ensure_tools

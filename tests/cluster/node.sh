@@ -230,8 +230,7 @@ start() {
   local tc=$SECONDS
   start_proc containerd nsenter --net="/run/netns/$NETNS" containerd --config "$node/containerd/config.toml"
   wait_for containerd 30 ctr -a "$node/containerd/containerd.sock" version
-  "$root/scripts/images.sh" import-ref "$dir" "$pause"
-  "$root/scripts/images.sh" import-ref "$dir" "$coredns"
+  "$root/scripts/images.sh" import "$dir" pause coredns >/dev/null
   local tk=$SECONDS
   start_proc kubelet nsenter --net="/run/netns/$NETNS" "$kube/kubelet" --config="$node/kubelet/config.yaml" \
     --kubeconfig="$dir/kubeconfig.node" --root-dir="$node/kubelet" --cert-dir="$node/kubelet/pki" \

@@ -46,6 +46,7 @@ net() {
   # One cluster at a time picks its N, under a machine-wide lock.
   exec 9>"$RUN/net.lock"
   flock 9
+  reap_stale
   for n in $(seq 100 199); do
     [ -e "/run/netns/tuneroute-$n" ] && continue
     ip route show to match "10.$n.0.1" | grep -q "^10\.$n\." && continue # someone else's network
@@ -66,6 +67,7 @@ CGROUP=tuneroute-$n
 NODE_NAME=$NODE_NAME
 EOF
   source "$node/net.env"
+  echo "$dir" >"$RUN/$NETNS.owner"
   ip netns add "$NETNS"
   ip link add "$HOST_IF" type veth peer name eth0 netns "$NETNS"
   ip addr add "$HOST_IP/24" dev "$HOST_IF"
@@ -79,6 +81,34 @@ EOF
   # through iptables, so a pod reaching a Service whose endpoint is on the same bridge works.
   in_ns sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
   log "network $NETNS: host $HOST_IP, node $NODE_IP, services $SERVICE_CIDR, pods $POD_CIDR"
+}
+
+# A node whose cluster directory is gone (removed without down.sh, a machine crash): its
+# namespace, cgroups and processes go, so they neither hold an N nor keep the sysctls changed.
+# The last node on the machine puts back the sysctls the first one found.
+restore_sysctls() {
+  if [ -f "$RUN/sysctl.orig" ] && ! ls /run/netns/tuneroute-* >/dev/null 2>&1; then
+    sysctl -qw $(cat "$RUN/sysctl.orig") && rm -f "$RUN/sysctl.orig"
+  fi
+}
+
+reap_stale() {
+  local ns owner h
+  for ns in $(ip netns list | awk '/^tuneroute-[0-9]+/ {print $1}'); do
+    owner=$(cat "$RUN/$ns.owner" 2>/dev/null || true)
+    [ -n "$owner" ] && grep -qx "NETNS=$ns" "$owner/node/net.env" 2>/dev/null && continue
+    log "removing $ns, left by a cluster that is gone (${owner:-unknown})"
+    for h in /sys/fs/cgroup/*/"$ns"; do
+      [ -d "$h" ] || continue
+      find "$h" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+      find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+    ip link del "tr${ns#tuneroute-}-host" 2>/dev/null || true
+    rm -f "$RUN/$ns.owner"
+  done
+  restore_sysctls
 }
 
 # --- start ----------------------------------------------------------------------------------------
@@ -196,11 +226,15 @@ clusterDomain: cluster.local
 clusterDNS: [$DNS_IP]
 podLogsDir: $node/pod-logs
 serializeImagePulls: false
-# Images are imported by scripts/images.sh, never pulled: keep them however full the disk is.
+# Images are imported by scripts/images.sh, never pulled: no image garbage collection, and
+# eviction (which deletes images too) only when the disk is all but full. The machine's disk is
+# shared with builds and other clusters: a percentage of it says little about this node.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+evictionHard: {memory.available: 100Mi, nodefs.available: 256Mi, imagefs.available: 256Mi, nodefs.inodesFree: 1%}
 nodeStatusReportFrequency: 10s
+# Pods resync every 10 s (1 min by default): a ConfigMap edit reaches the mounted file sooner.
+syncFrequency: 10s
 shutdownGracePeriod: 0s
 EOF
   cat >"$node/kube-proxy.yaml" <<EOF
@@ -251,11 +285,11 @@ start() {
 }
 
 # --- stop -----------------------------------------------------------------------------------------
-stop_pid() { # NAME: TERM, then KILL after 10 s
+stop_pid() { # NAME [SIGNAL]: SIGNAL (TERM), then KILL after 10 s
   local f="$dir/pids/$1.pid" pid i
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
-  kill -TERM "$pid" 2>/dev/null || return 0
+  kill -"${2:-TERM}" "$pid" 2>/dev/null || return 0
   for ((i = 0; i < 40; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.25; done
   kill -KILL "$pid" 2>/dev/null || true
 }
@@ -264,8 +298,10 @@ stop() {
   [ -f "$node/net.env" ] || return 0
   source "$node/net.env"
   local sock="$node/containerd/containerd.sock" id h
-  stop_pid kube-proxy
-  stop_pid kubelet
+  # Nothing of theirs outlives the namespace: no need to wait for a graceful exit (kube-proxy
+  # takes 10 s to give up on SIGTERM).
+  stop_pid kube-proxy KILL
+  stop_pid kubelet KILL
   # The pods' processes outlive the kubelet and containerd (their shims are daemons): end them.
   if [ -S "$sock" ] && ctr -a "$sock" version >/dev/null 2>&1; then
     for id in $(ctr -a "$sock" -n k8s.io tasks ls -q 2>/dev/null); do
@@ -291,6 +327,7 @@ stop() {
   # The namespace takes the bridge, the veths, the routes and every iptables rule with it.
   ip netns del "$NETNS" 2>/dev/null || true
   ip link del "$HOST_IF" 2>/dev/null || true
+  rm -f "$RUN/$NETNS.owner"
   # libcni's result cache (machine-wide): this network's entries and the loopback ones of its pods.
   local f cid
   for f in /var/lib/cni/results/"$NETNS"-*; do
@@ -299,10 +336,7 @@ stop() {
     rm -f "$f" /var/lib/cni/results/cni-loopback-"${cid%-eth0}"-lo
   done
   find /var/log/containers -maxdepth 1 -lname "$node/*" -delete 2>/dev/null || true
-  # The last node on the machine puts back the sysctls the first one found.
-  if [ -f "$RUN/sysctl.orig" ] && ! ls /run/netns/tuneroute-* >/dev/null 2>&1; then
-    sysctl -qw $(cat "$RUN/sysctl.orig") && rm -f "$RUN/sysctl.orig"
-  fi
+  restore_sysctls
   log "node $NODE_NAME stopped, $NETNS removed"
 }
 

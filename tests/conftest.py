@@ -1,7 +1,8 @@
-"""Session fixtures shared by the suites: the local control plane and the operator.
+"""Session fixtures shared by the suites: the local cluster and a namespace per test.
 
-The control plane (tests/cluster/up.sh) is real: etcd, kube-apiserver, controller manager,
-scheduler built from Go modules, and kwok nodes with GPUs. It starts once per session.
+The cluster (tests/cluster/up.sh) is real: etcd, kube-apiserver, controller manager,
+scheduler built from Go modules, kwok nodes with GPUs, and a real node (containerd, kubelet,
+kube-proxy, CoreDNS) where CPU-only pods run. It starts once per session.
 """
 
 from __future__ import annotations
@@ -16,8 +17,16 @@ from tuneroute_testing.control_plane import ControlPlane
 
 
 @pytest.fixture(scope="session")
-def control_plane():
-    cp = ControlPlane.up(os.environ.get("TUNEROUTE_TEST_CLUSTER_DIR", "/tmp/tuneroute-test-cluster"))
+def shown(request):
+    """`with shown():` lets a long set-up step's progress (builds, image imports) reach the
+    terminal as it happens instead of pytest's capture."""
+    return request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled
+
+
+@pytest.fixture(scope="session")
+def control_plane(shown):
+    with shown():
+        cp = ControlPlane.up(os.environ.get("TUNEROUTE_TEST_CLUSTER_DIR", "/tmp/tuneroute-test-cluster"))
     yield cp
     cp.down()
 

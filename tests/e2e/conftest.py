@@ -1,4 +1,6 @@
-"""The chart installed with the real helm, and the operator running with its ServiceAccount."""
+"""The chart installed with the real helm: the operator runs as the chart's pod, from the
+image built from operator/Dockerfile, on the real node; the router and trainer images it
+puts into its children are the ones built from their Dockerfiles."""
 
 from __future__ import annotations
 
@@ -8,10 +10,13 @@ import pytest
 
 from tuneroute_testing import REPO
 from tuneroute_testing.control_plane import ControlPlane
-from tuneroute_testing.k8s import apply, hostpath_volume, watch_one
+from tuneroute_testing.k8s import apply, chart_image_values, hostpath_volume, watch_one
+from tuneroute_testing.node import image_refs
+from tuneroute_testing.operator_pod import OperatorPod
 from tuneroute_testing.operator_process import OperatorProcess, service_account_kubeconfig
 
 pytestmark = pytest.mark.cluster
+CHART = str(REPO / "charts" / "tuneroute")
 
 
 @dataclass
@@ -19,25 +24,34 @@ class Release:
     name: str
     namespace: str
     service_account: str
+    images: dict[str, str]
 
 
 @pytest.fixture(scope="session")
-def release(control_plane: ControlPlane) -> Release:
-    """`helm install` of charts/tuneroute (CRDs, RBAC, ServiceAccount); replicas=0 because
-    kwok nodes run no containers: the operator runs as a host process instead."""
+def images(control_plane: ControlPlane, shown) -> dict[str, str]:
+    """The operator and router images in the real node (built from their Dockerfiles when
+    missing, minutes the first time), and the trainer's ref: tests that run the trainer
+    import it themselves (trainer_image), it is large."""
+    assert control_plane.node, "the e2e suite needs the real node (tests/cluster/up.sh without TUNEROUTE_REAL_NODE=0)"
+    with shown():
+        refs = control_plane.node.import_images("operator", "router")
+    return {**refs, **image_refs("trainer")}
+
+
+@pytest.fixture(scope="session")
+def trainer_image(control_plane: ControlPlane, images, shown) -> str:
+    with shown():
+        return control_plane.node.import_images("trainer")["trainer"]
+
+
+@pytest.fixture(scope="session")
+def release(control_plane: ControlPlane, images) -> Release:
+    """`helm install` of charts/tuneroute (CRDs, RBAC, ServiceAccount, the operator Deployment)."""
     ns = "tuneroute-system"
     control_plane.kubectl("create", "namespace", ns, check=False)
     control_plane.wait_for_default_service_account(ns)
     control_plane.helm(
-        "upgrade",
-        "--install",
-        "tuneroute",
-        str(REPO / "charts" / "tuneroute"),
-        "-n",
-        ns,
-        "--set",
-        "replicas=0",
-        "--wait",
+        "upgrade", "--install", "tuneroute", CHART, "-n", ns, *chart_image_values(images), "--wait", "--timeout", "180s"
     )
     # helm never upgrades CRDs: apply them as the README tells users to (a reused cluster may hold older ones).
     control_plane.kubectl(
@@ -50,31 +64,36 @@ def release(control_plane: ControlPlane) -> Release:
         "crd/modelroutes.tuneroute.io",
         "--timeout=60s",
     )
-    return Release("tuneroute", ns, "tuneroute")
+    return Release("tuneroute", ns, "tuneroute", images)
 
 
 @pytest.fixture(scope="session")
-def operator(control_plane: ControlPlane, release: Release, tmp_path_factory) -> OperatorProcess:
-    tmp = tmp_path_factory.mktemp("operator")
-    kubeconfig = service_account_kubeconfig(
-        control_plane, release.namespace, release.service_account, tmp / "kubeconfig"
-    )
-    op = OperatorProcess(kubeconfig, tmp / "operator.log").start()
-    yield op
-    op.stop()
+def operator(control_plane: ControlPlane, release: Release) -> OperatorPod:
+    """The chart's operator pod, Ready."""
+    return OperatorPod(control_plane, release.namespace, release.name).wait_ready()
 
 
 @pytest.fixture
-def scoped(operator, namespace, tmp_path):
-    """An operator that watches this test's namespace alone (the session's one is stopped
-    meanwhile), so that what it does and counts is about this test's objects and nothing else."""
-    operator.stop()
-    scoped = OperatorProcess(operator.kubeconfig, tmp_path / "scoped.log", {"TUNEROUTE_NAMESPACES": namespace})
+def scoped(control_plane: ControlPlane, release: Release, operator: OperatorPod, namespace: str, tmp_path):
+    """An operator that watches this test's namespace alone, so that what it does and counts is
+    about this test's objects and nothing else: a process on this machine with the chart's
+    ServiceAccount and the release's images (the chart's pod watches every namespace); the
+    chart's Deployment is scaled to 0 meanwhile."""
+    kubeconfig = service_account_kubeconfig(
+        control_plane, release.namespace, release.service_account, tmp_path / "kubeconfig"
+    )
+    env = {
+        "TUNEROUTE_NAMESPACES": namespace,
+        "TUNEROUTE_TRAINER_IMAGE": release.images["trainer"],
+        "TUNEROUTE_ROUTER_IMAGE": release.images["router"],
+    }
+    scoped = OperatorProcess(kubeconfig, tmp_path / "scoped.log", env)
+    operator.scale(0)
     try:
         yield scoped.start()
     finally:
         scoped.stop()
-        operator.start()
+        operator.scale(1)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The Helm chart with the real helm binary against the local control plane."""
+"""The Helm chart with the real helm binary against the local cluster; its operator runs as a
+pod of the operator image on the real node."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from tuneroute_testing.k8s import REPO, wait_children_gone
+from tuneroute_testing.k8s import REPO, apply, chart_image_values, created, small_finetunejob, wait_children_gone
 
 pytestmark = pytest.mark.cluster
 CHART = str(REPO / "charts" / "tuneroute")
@@ -74,7 +75,44 @@ def test_operator_service_account_can_do_its_job_and_no_more(control_plane, rele
     assert can("update", "modelroutes.tuneroute.io", "--subresource=finalizers")
 
 
-def test_install_upgrade_uninstall_leaves_nothing_behind(control_plane):
+def test_containers_with_a_read_only_root_get_a_writable_tmp(control_plane):
+    """Python's tempfile (the kubernetes client writes the cluster's CA there) needs a writable
+    directory; with readOnlyRootFilesystem only a volume can give it one."""
+    docs = list(yaml.safe_load_all(control_plane.helm("template", "t", CHART, "--kube-version", "1.34.4").stdout))
+    dep = next(d for d in docs if d and d["kind"] == "Deployment")
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"].get("volumes", [])}
+    for c in dep["spec"]["template"]["spec"]["containers"]:
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        tmp = next((m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"), None)
+        assert tmp and "emptyDir" in volumes[tmp["name"]], f"container {c['name']}: no writable /tmp"
+
+
+def test_the_operator_runs_as_the_charts_pod_from_its_image(control_plane, release, operator, namespace):
+    """The Deployment as the chart renders it (ServiceAccount, securityContext, probes, the
+    read-only root with its /tmp volume), from the image built from operator/Dockerfile."""
+    cp = control_plane
+    pod = operator.pod()
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == release.images["operator"]
+    assert pod["spec"]["nodeName"] == cp.node.name and pod["spec"]["serviceAccountName"] == release.service_account
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0, operator.log_tail()
+    # The image's user exists (kopf names itself after it) and the temp dir is writable.
+    out = cp.kubectl(
+        "-n",
+        release.namespace,
+        "exec",
+        pod["metadata"]["name"],
+        "--",
+        *("python", "-c", "import getpass, os, tempfile; print(getpass.getuser(), os.getuid(), tempfile.gettempdir())"),
+    ).stdout
+    assert out.split() == ["tuneroute", "10001", "/tmp"]
+    # And it does its job: a FineTuneJob gets its Job, reconciled by this pod.
+    apply(cp, namespace, small_finetunejob("via-pod"))
+    created(cp, "jobs", namespace, "via-pod")
+    assert f"[{namespace}/via-pod] Handler 'finetunejob' succeeded" in operator.log_tail(400)
+
+
+def test_install_upgrade_uninstall_leaves_nothing_behind(control_plane, images):
     cp = control_plane
     ns = "tuneroute-extra"
     cp.kubectl("create", "namespace", ns, check=False)
@@ -82,7 +120,22 @@ def test_install_upgrade_uninstall_leaves_nothing_behind(control_plane):
     watched = [f"{ns}-a", f"{ns}-b"]  # the chart puts a Role in each watched namespace: they must exist
     for w in watched:
         cp.kubectl("create", "namespace", w, check=False)
-    cp.helm("install", "extra", CHART, "-n", ns, "--skip-crds", "--wait", "--timeout", "120s")
+    # A second operator, really running: it watches only its own namespace (then the two
+    # above), so it never acts on the suite's objects.
+    cp.helm(
+        "install",
+        "extra",
+        CHART,
+        "-n",
+        ns,
+        "--skip-crds",
+        *chart_image_values(images),
+        "--set",
+        f"watchNamespaces={{{ns}}}",
+        "--wait",
+        "--timeout",
+        "120s",
+    )
     dep = cp.get("deployment", "extra-tuneroute", "-n", ns)
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["TUNEROUTE_LOG_FORMAT"] == "plain" and dep["spec"]["strategy"]["type"] == "Recreate"
@@ -94,6 +147,7 @@ def test_install_upgrade_uninstall_leaves_nothing_behind(control_plane):
         "-n",
         ns,
         "--skip-crds",
+        *chart_image_values(images),
         "--set",
         "logFormat=json",
         "--set",

@@ -1,6 +1,7 @@
 """ModelRoute end to end: the router Deployment, Service and config, and the loop from a
-FineTuneJob's adapter into the route. kwok runs no containers: router pods are marked
-Running and Ready by kwok; the router itself is tested against real HTTP in tests/router."""
+FineTuneJob's adapter into the route. The router pods really run (the router image, on the
+real node): a route is Ready once they are; test_route_serves_through_router.py sends them
+requests."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tuneroute_testing.k8s import (
     get,
     running_pod,
     small_finetunejob,
+    small_route,
     wait_children_gone,
     wait_events,
     watch_one,
@@ -41,7 +43,7 @@ def _router_config(cp, namespace, name):
 
 def test_route_deploys_a_probed_router_and_service_and_reports_pending_backends(control_plane, operator, namespace):
     cp = control_plane
-    apply(cp, namespace, example("20-modelroute"))
+    apply(cp, namespace, small_route())
     route = _route_status(
         cp,
         namespace,
@@ -77,7 +79,7 @@ def test_route_serves_the_adapter_once_its_finetunejob_succeeds(control_plane, o
     storage()
     ftj = small_finetunejob("qwen3-support")
     apply(cp, namespace, ftj)
-    apply(cp, namespace, example("20-modelroute"))
+    apply(cp, namespace, small_route())
     _route_status(cp, namespace, "assistant", lambda s: s.get("backends") == "3/4", "3/4 backends while training")
     assert _router_config(cp, namespace, "assistant").by_name("qwen3-support") is None
 
@@ -124,7 +126,7 @@ def test_a_stored_spec_the_router_refuses_sets_a_failed_condition_once(control_p
         crd["metadata"].pop(key, None)
     crd.pop("status", None)
     cp.kubectl("replace", "-f", "-", input=json.dumps(crd))  # the older, looser CRD
-    route = example("20-modelroute")
+    route = small_route()
     route["spec"]["policy"]["examples"] = [{"tier": 7, "prompts": ["hello"]}]
     try:
         # The API server swaps in the replaced schema asynchronously, with nothing to watch.
@@ -168,7 +170,7 @@ def test_a_stored_spec_the_router_refuses_sets_a_failed_condition_once(control_p
 
 def test_api_keys_come_from_the_secret_mounted_into_the_router(control_plane, operator, namespace):
     cp = control_plane
-    route = example("20-modelroute")
+    route = small_route()
     route["spec"]["apiKeySecret"] = {"name": "router-keys"}
     apply(cp, namespace, route)
     dep = created(cp, "deployments", namespace, "assistant-router")
@@ -181,7 +183,7 @@ def test_api_keys_come_from_the_secret_mounted_into_the_router(control_plane, op
 
 def test_deleting_the_route_deletes_router_objects(control_plane, operator, namespace):
     cp = control_plane
-    apply(cp, namespace, example("20-modelroute"))
+    apply(cp, namespace, small_route())
     created(cp, "services", namespace, "assistant-router")
     cp.kubectl("-n", namespace, "delete", "mroute", "assistant")
     wait_children_gone(cp, namespace, "deployments,services,configmaps", "tuneroute.io/modelroute=assistant")

@@ -1,11 +1,23 @@
-"""The operator survives restarts and crashes without duplicating work, and reports metrics."""
+"""The operator survives restarts and crashes without duplicating work, and reports metrics.
+
+The operator is the chart's pod on the real node: a restart deletes the pod (SIGTERM, a new
+pod), a crash is a SIGKILL of its process from the node's host (the kubelet restarts it)."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from tuneroute_testing.k8s import apply, created, example, small_finetunejob, watch, watch_one
+from tuneroute_testing.k8s import (
+    apply,
+    condition,
+    created,
+    small_finetunejob,
+    small_route,
+    wait_deployment_ready,
+    watch,
+    watch_one,
+)
 from tuneroute_testing.operator_process import OperatorProcess
 from tuneroute_testing.process import wait_until
 
@@ -30,10 +42,20 @@ def _reconciles(op: OperatorProcess, kind: str) -> float:
 def test_reconciling_again_after_a_restart_changes_nothing(control_plane, scoped, namespace):
     cp = control_plane
     apply(cp, namespace, small_finetunejob("steady"))
-    apply(cp, namespace, example("20-modelroute"))
+    apply(cp, namespace, small_route())
     created(cp, "jobs", namespace, "steady")
     created(cp, "services", namespace, "assistant-router")
-    watch_one(cp, "modelroutes.tuneroute.io", namespace, "assistant", lambda r: (r.get("status") or {}).get("backends"))
+    # Settled: the router pods really run, so their Deployment's status and the route's status
+    # move until both pods are ready.
+    wait_deployment_ready(cp, namespace, "assistant-router")
+    watch_one(
+        cp,
+        "modelroutes.tuneroute.io",
+        namespace,
+        "assistant",
+        lambda r: "2/2 router pods ready" in (condition(r, "Ready") or {}).get("message", ""),
+        what="the route's status to see both router pods",
+    )
     before = _versions(cp, namespace)
     assert len(before) == 6  # Job, 2 ConfigMaps (trainer, router), Deployment, Service, Role
 
@@ -88,10 +110,18 @@ def test_metrics_count_reconciles_and_their_durations(control_plane, scoped, nam
 
 
 def test_two_peered_replicas_never_both_act(control_plane, release, namespace, tmp_path):
-    """kopf peering: the replica with the lower priority pauses while the higher one lives."""
+    """kopf peering: the replica with the lower priority pauses while the higher one lives.
+
+    Two operator processes on this machine (a pod cannot be given its priority), configured
+    with the release's images like the chart's pod, which also acts on this namespace."""
     cp = control_plane
     apply(cp, namespace, {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "tuneroute"}})
-    env = {"TUNEROUTE_PEERING": "tuneroute", "TUNEROUTE_NAMESPACES": namespace}
+    env = {
+        "TUNEROUTE_PEERING": "tuneroute",
+        "TUNEROUTE_NAMESPACES": namespace,
+        "TUNEROUTE_TRAINER_IMAGE": release.images["trainer"],
+        "TUNEROUTE_ROUTER_IMAGE": release.images["router"],
+    }
     low = OperatorProcess(cp.kubeconfig, tmp_path / "low.log", {**env, "TUNEROUTE_PRIORITY": "100"}).start()
     high = OperatorProcess(cp.kubeconfig, tmp_path / "high.log", {**env, "TUNEROUTE_PRIORITY": "200"}).start()
     try:

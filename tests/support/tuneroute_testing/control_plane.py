@@ -6,6 +6,7 @@ nothing of pytest. Standard library only.
     cp = ControlPlane.up()            # start one (or reuse one already running)
     cp.kubectl("get", "nodes")
     cp.finish_pod("default", "train-abc", exit_code=1, message="CUDA OOM")
+    cp.node.import_images("router")   # the real node (node.py), None without one
     cp.down()
 
 Set TUNEROUTE_KUBECONFIG to the kubeconfig of a cluster that is already running
@@ -18,9 +19,12 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 from . import CLUSTER_DIR as HERE
+from .node import RealNode
 from .process import wait_until
 
 DEFAULT_DIR = Path(os.environ.get("TUNEROUTE_CLUSTER_DIR", "/tmp/tuneroute-cluster"))
@@ -36,6 +40,8 @@ class ControlPlane:
         self.bin_dir = Path(bin_dir)
         self.dir = dir  # state dir of a cluster we started, else None
         self.owned = owned  # True: down() stops it
+        # The node where containers really run (CPU-only pods land there); None without one.
+        self.node = RealNode.of(self.kubeconfig.parent)
         self.env = {
             "KUBECONFIG": str(self.kubeconfig),
             "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -54,18 +60,28 @@ class ControlPlane:
             kubeconfig = Path(reuse).resolve()
             return cls(kubeconfig, _bin_dir(kubeconfig.parent), owned=False)
         d = Path(dir) if dir is not None else DEFAULT_DIR
-        proc = subprocess.run(
+        # up.sh's progress (a cold first run builds for many minutes) is passed on as it comes.
+        proc = subprocess.Popen(
             [str(HERE / "up.sh"), str(d)],
             stdin=subprocess.DEVNULL,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
         )
-        if proc.returncode != 0:
-            raise RuntimeError(f"up.sh failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-        kubeconfig = Path(proc.stdout.strip().splitlines()[-1])
+        err = []
+        deadline = time.monotonic() + timeout
+        for line in proc.stderr:
+            err.append(line)
+            sys.stderr.write(line)
+            if time.monotonic() > deadline:
+                proc.kill()
+                break
+        out = proc.stdout.read()
+        if proc.wait() != 0:
+            raise RuntimeError(f"up.sh failed ({proc.returncode}):\n{''.join(err)[-4000:]}")
+        kubeconfig = Path(out.strip().splitlines()[-1])
         # One that was already up (the demo's, say) is reused and left running by down().
-        owned = "already up" not in proc.stderr
+        owned = not any("already up" in line for line in err)
         return cls(kubeconfig, _bin_dir(kubeconfig.parent), dir=kubeconfig.parent, owned=owned)
 
     def down(self) -> None:

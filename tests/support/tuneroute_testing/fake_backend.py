@@ -5,7 +5,7 @@ It stands in for vLLM in the router tests and benchmarks (vLLM needs a GPU). It 
 tools are offered), vLLM's /v1/load_lora_adapter, and two test hooks:
 POST /control {"fail_status": 500, "delay_s": 0, "break_stream": false} and GET /stats.
 
-    python -m tuneroute_testing.fake_backend --name small --port 9001
+    python -m tuneroute_testing.fake_backend --name small --port 9001 [--host ADDRESS]
 """
 
 from __future__ import annotations
@@ -141,7 +141,10 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--name", required=True)
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (pods reach the real node's host address)"
+    )
     a = ap.parse_args()
     import uvicorn
 
-    uvicorn.run(build(a.name), host="127.0.0.1", port=a.port, log_level="warning", access_log=False)
+    uvicorn.run(build(a.name), host=a.host, port=a.port, log_level="warning", access_log=False)

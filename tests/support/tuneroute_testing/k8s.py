@@ -15,6 +15,7 @@ import yaml
 
 from . import REPO
 from .control_plane import ControlPlane
+from .process import wait_until
 
 T = TypeVar("T")
 Objects = dict[str, dict[str, Any]]  # name -> object, as the watch last saw it
@@ -53,6 +54,17 @@ def hostpath_volume(name: str, path: str, namespace: str, claim: str) -> dict[st
             "claimRef": {"namespace": namespace, "name": claim},
         },
     }
+
+
+def small_route(name: str = "assistant", **spec: Any) -> dict[str, Any]:
+    """examples/20-modelroute with a small CPU request per router pod: the real node where the
+    router pods run has 2 cores, and a test's namespace may still be terminating the last
+    test's routers."""
+    route = example("20-modelroute")
+    route["metadata"] = {"name": name}
+    route["spec"]["router"] = {**route["spec"].get("router", {}), "resources": {"cpu": "50m", "memory": "512Mi"}}
+    route["spec"].update(spec)
+    return route
 
 
 def get(cp: ControlPlane, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
@@ -199,3 +211,38 @@ def wait_events(
         timeout=timeout,
         what=f"the Events of {name}",
     )
+
+
+def wait_deployment_ready(cp: ControlPlane, namespace: str, name: str, timeout: float = 120) -> dict[str, Any]:
+    """Wait until every replica of a Deployment is ready (its pods really run on the real node)."""
+
+    def ready():
+        dep = get(cp, namespace, "deployment", name)
+        want = (dep or {}).get("spec", {}).get("replicas")
+        st = (dep or {}).get("status") or {}
+        return dep if dep and st.get("readyReplicas") == want and st.get("updatedReplicas") == want else None
+
+    try:
+        return wait_until(ready, timeout, f"Deployment {name} ready")
+    except TimeoutError:
+        pods = cp.kubectl("-n", namespace, "get", "pods", "-o", "wide", check=False).stdout
+        raise TimeoutError(f"Deployment {name} not ready after {timeout:.0f}s:\n{pods}") from None
+
+
+def chart_image_values(images: dict[str, str]) -> list[str]:
+    """helm --set flags: the chart's image values pointing at the locally built images."""
+    repo, tag = images["operator"].rsplit(":", 1)
+    return [
+        *("--set", f"image.repository={repo}", "--set", f"image.tag={tag}"),
+        *("--set", f"trainer.image={images['trainer']}", "--set", f"router.image={images['router']}"),
+    ]
+
+
+def table(cp: ControlPlane, *args: str) -> list[dict[str, str]]:
+    """`kubectl get ARGS` as printed, one dict per row keyed by the column headers; cells are cut
+    at the headers' positions, so an empty cell (a MODEL column for a model on a PVC) stays empty."""
+    header, *rows = cp.kubectl("get", *args).stdout.splitlines()
+    starts = [i for i, ch in enumerate(header) if ch != " " and (i == 0 or header[i - 1] == " ")]
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    names = [header[a:b].strip() for a, b in bounds]
+    return [{n: row[a:b].strip() for n, (a, b) in zip(names, bounds, strict=True)} for row in rows]

@@ -1,7 +1,10 @@
-"""The operator as a real process, as a pod would run it, with the chart's ServiceAccount.
+"""The operator as a process on this machine, with the chart's ServiceAccount.
 
-It runs on the host (kwok nodes run no containers) but authenticates with a token of the
-ServiceAccount the Helm chart creates, so the chart's least-privilege RBAC is what it gets.
+The e2e suite drives the operator the chart runs as a pod (operator_pod.py); a process is for
+what a pod cannot give a test: several replicas with chosen peering priorities side by side, or
+one operator watching a single test namespace (the `scoped` fixture). It authenticates with a
+token of the ServiceAccount the Helm chart creates, so the chart's least-privilege RBAC is what
+it gets.
 """
 
 from __future__ import annotations

@@ -16,12 +16,18 @@ from .process import Process, free_port, http_ok, metric
 
 
 class Backend:
-    def __init__(self, name: str, tmp: Path):
-        self.name, self.port = name, free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        health = f"http://127.0.0.1:{self.port}/health"
+    """A fake OpenAI server on this machine; `host` is the address it listens on and its URL
+    names (the real node's host address makes it reachable from pods)."""
+
+    def __init__(self, name: str, tmp: Path, host: str = "127.0.0.1"):
+        self.name, self.host, self.port = name, host, free_port()
+        self.url = f"http://{host}:{self.port}/v1"
+        health = f"http://{host}:{self.port}/health"
         self.proc = Process(
-            [sys.executable, "-m", "tuneroute_testing.fake_backend", "--name", name, "--port", str(self.port)],
+            [
+                *(sys.executable, "-m", "tuneroute_testing.fake_backend"),
+                *("--name", name, "--port", str(self.port), "--host", host),
+            ],
             tmp / f"backend-{name}.log",
             lambda: http_ok(health),
             f"fake backend {name}",
@@ -32,10 +38,10 @@ class Backend:
         return self
 
     def control(self, **kw) -> None:
-        httpx.post(f"http://127.0.0.1:{self.port}/control", json=kw, timeout=5).raise_for_status()
+        httpx.post(f"http://{self.host}:{self.port}/control", json=kw, timeout=5).raise_for_status()
 
     def stats(self) -> dict:
-        return httpx.get(f"http://127.0.0.1:{self.port}/stats", timeout=5).json()
+        return httpx.get(f"http://{self.host}:{self.port}/stats", timeout=5).json()
 
 
 class Router:

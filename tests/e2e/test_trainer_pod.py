@@ -1,0 +1,157 @@
+"""A FineTuneJob with gpus: 0 trains for real: the trainer image runs as the operator's Job pod
+on the real node, reads a tiny random Qwen3-MoE and a dataset from a PersistentVolume, patches
+its progress into the FineTuneJob with the per-job ServiceAccount token mounted in the pod,
+writes the adapter to the volume, and the FineTuneJob follows the pod's real exit code. A pod
+deleted mid-training (a real SIGTERM) saves a checkpoint; the Job's next pod resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tuneroute_testing.control_plane import wait_until
+from tuneroute_testing.k8s import apply, condition, get, table, wait_phase
+from tuneroute_testing.trainer_fixtures import DATA, save_tiny_model
+
+pytestmark = pytest.mark.cluster
+CLAIM = "training-data"
+TRAINER_UID = 10001  # the image's user; hostPath volumes ignore fsGroup
+
+
+@pytest.fixture
+def volume(control_plane, namespace):
+    """A hostPath PersistentVolume (a directory of this machine, which is the node's) bound to
+    the claim CLAIM, holding the model and the dataset, writable by the trainer's user."""
+    root = Path(f"/tmp/tuneroute-pv-{namespace}")
+    save_tiny_model("qwen3_moe", root / "models" / "tiny-qwen3-moe")
+    (root / "data").mkdir()
+    shutil.copy(DATA / "chat.jsonl", root / "data" / "chat.jsonl")
+    for p in [root, *root.rglob("*")]:
+        shutil.chown(p, TRAINER_UID, TRAINER_UID)
+    pv = f"pv-{namespace}"
+    apply(
+        control_plane,
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": CLAIM},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+    )
+    apply(
+        control_plane,
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "hostPath": {"path": str(root), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": CLAIM},
+            },
+        },
+    )
+    yield root
+    control_plane.kubectl("delete", "pv", pv, "--wait=false", check=False)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def cpu_finetunejob(name: str, steps: int, every: int = 1000, backoff_limit: int = 0) -> dict:
+    return {
+        "apiVersion": "tuneroute.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name},
+        "spec": {
+            "baseModel": {"pvc": CLAIM, "path": "models/tiny-qwen3-moe"},
+            "dataset": {"pvc": CLAIM, "path": "data/chat.jsonl", "format": "chat"},
+            "lora": {"rank": 8, "alpha": 16, "targetModules": ["q_proj", "v_proj"]},
+            "training": {
+                "maxSteps": steps,
+                "learningRate": 0.003,
+                "batchSize": 4,
+                "sequenceLength": 128,
+                "precision": "fp32",
+            },
+            "checkpoint": {"everySteps": every},
+            # On the real node's CPU: no GPU asked, so it lands there (the GPU nodes are tainted).
+            "resources": {"gpus": 0, "cpu": "1", "memory": "3Gi", "sharedMemory": "64Mi"},
+            "output": {"pvc": CLAIM},
+            "backoffLimit": backoff_limit,
+        },
+    }
+
+
+def trainer_pods(cp, namespace: str, job: str) -> list[dict]:
+    return cp.get("pods", "-n", namespace, "-l", f"job-name={job}")["items"]
+
+
+def test_cpu_finetunejob_trains_in_the_trainer_image_and_succeeds_from_the_pods_exit_code(
+    control_plane, operator, trainer_image, namespace, volume
+):
+    cp = control_plane
+    apply(cp, namespace, cpu_finetunejob("tiny", steps=12))
+    ftj = wait_phase(cp, namespace, "tiny", "Succeeded", timeout=300)
+
+    (pod,) = trainer_pods(cp, namespace, "tiny")
+    assert pod["spec"]["nodeName"] == cp.node.name
+    assert pod["spec"]["containers"][0]["image"] == trainer_image
+    assert pod["spec"]["serviceAccountName"] == "tiny-trainer"
+    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+
+    # Progress came from inside the pod, with the per-job token (it may patch only this status).
+    progress = ftj["status"]["progress"]
+    assert progress["step"] == 12 and progress["totalSteps"] == 12 and progress["percent"] == 100
+    assert progress["loss"] > 0 and progress["tokensPerSecond"] > 0
+    (cells,) = table(cp, "-n", namespace, "ftj", "tiny", "-o", "wide")
+    assert (cells["PHASE"], cells["STEP"], cells["PROGRESS"], cells["ATTEMPTS"]) == ("Succeeded", "12", "100", "1")
+    logs = cp.kubectl("-n", namespace, "logs", pod["metadata"]["name"]).stdout
+    assert "forbidden" not in logs.lower()
+
+    # The adapter is on the volume, where status.adapter says.
+    assert condition(ftj, "Succeeded")["reason"] == "TrainingSucceeded"
+    assert ftj["status"]["adapter"]["path"] == "adapters/tiny"
+    adapter = volume / "adapters" / "tiny"
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8
+    assert (adapter / "adapter_model.safetensors").stat().st_size > 0
+    assert ftj["status"]["attempts"] == 1
+
+
+def test_a_trainer_pod_deleted_mid_training_resumes_from_its_checkpoint_in_the_next_pod(
+    control_plane, operator, trainer_image, namespace, volume
+):
+    cp = control_plane
+    steps = 40  # about 1 step/s here (1 CPU): the first checkpoint at 5 leaves time to delete the pod
+    apply(cp, namespace, cpu_finetunejob("resumable", steps=steps, every=5, backoff_limit=2))
+    checkpoints = volume / "adapters" / "resumable" / "checkpoints"
+
+    # Once the first checkpoint is on the volume, delete the pod: the kubelet sends SIGTERM, the
+    # trainer finishes its step, saves a checkpoint and exits 143; the Job starts a new pod.
+    wait_until(lambda: any(checkpoints.glob("checkpoint-*")), 240, "the first checkpoint on the volume")
+    (first,) = [p for p in trainer_pods(cp, namespace, "resumable") if p["status"].get("phase") == "Running"]
+    cp.kubectl("-n", namespace, "delete", "pod", first["metadata"]["name"], "--wait=false")
+    interrupted = wait_until(
+        lambda: (
+            (s := (get(cp, namespace, "finetunejob", "resumable") or {}).get("status") or {}).get("attempts") == 2 and s
+        ),
+        120,
+        "the second trainer pod",
+    )
+    saved = max(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*"))
+    assert saved < steps, "the first pod finished before its deletion: nothing to resume"
+
+    ftj = wait_phase(cp, namespace, "resumable", "Succeeded", timeout=300)
+    manifest = json.loads((volume / "adapters" / "resumable" / "tuneroute-manifest.json").read_text())
+    assert manifest["resumedFrom"], manifest
+    resumed_at = int(Path(manifest["resumedFrom"]).name.split("-")[1])
+    assert 0 < resumed_at < steps
+    assert ftj["status"]["progress"]["step"] == steps
+    assert interrupted["phase"] in ("Pending", "Running")  # a retry, not a failure
+    second = [p for p in trainer_pods(cp, namespace, "resumable") if p["metadata"]["uid"] != first["metadata"]["uid"]]
+    assert second and second[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0

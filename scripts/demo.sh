@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The demo: a local control plane, the Helm chart, the operator, examples/, and a real tiny
-# training run whose progress shows in `kubectl get ftj`.   scripts/demo.sh [--down]
+# The demo: a local cluster (control plane, kwok GPU nodes, a real node), the Helm chart with
+# the operator running as its pod, examples/, a real tiny training run in the trainer image and
+# a routed request through the route's Service.   scripts/demo.sh [--down]
+# The first run builds a lot (Go binaries, images: about 30 minutes on 2 cores); later runs reuse it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export TUNEROUTE_DEMO_DIR="${TUNEROUTE_DEMO_DIR:-/tmp/tuneroute-demo}"
 if [ "${1:-}" = "--down" ]; then
-  [ -f "$TUNEROUTE_DEMO_DIR/operator.pid" ] && kill "$(cat "$TUNEROUTE_DEMO_DIR/operator.pid")" 2>/dev/null || true
+  # the fake model servers the demo started on this machine
+  [ -f "$TUNEROUTE_DEMO_DIR/backends.pids" ] && kill $(cat "$TUNEROUTE_DEMO_DIR/backends.pids") 2>/dev/null || true
   exec tests/cluster/down.sh "$TUNEROUTE_DEMO_DIR"
 fi
 venv="$(scripts/venv.sh)"

@@ -2,15 +2,27 @@
 # The test command: build what the tests need (cached outside the repo), run the lint and type
 # checks, then the tests.
 #   scripts/test.sh [pytest args...]        (with pytest args: only those tests, no checks)
+# The full run builds the three images first, beside the Go build (one is mostly I/O, the
+# other CPU); a partial run builds the images its tests need when they start.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+source scripts/lib.sh
 t0=$SECONDS
 venv="$(scripts/venv.sh)"
 export PATH="$venv/bin:$PATH"
-echo "test.sh: control-plane binaries (a cold build takes about 10 min)..." >&2
-tests/cluster/build.sh >/dev/null   # kube-apiserver & co., kwok, helm from Go modules (cached)
-echo "test.sh: environment ready after $((SECONDS - t0)) s" >&2
+images=
+if [ $# -eq 0 ] || [ "${TUNEROUTE_IMAGES:-}" = 1 ]; then
+  scripts/images.sh build operator router trainer >/dev/null &
+  images=$!
+fi
+echo "test.sh: cluster binaries (a cold build takes about 15 min)..." >&2
+tests/cluster/build.sh >/dev/null   # kube-apiserver & co., kubelet, CoreDNS, kwok, helm from Go modules (cached)
+if [ -n "$images" ]; then
+  echo "test.sh: waiting for the image builds..." >&2
+  wait "$images"
+fi
+echo "test.sh: environment ready after $(fmt_seconds $((SECONDS - t0)))" >&2
 if [ $# -eq 0 ] || [ "${TUNEROUTE_CHECKS:-}" = 1 ]; then
   echo "test.sh: ruff (lint, format)..." >&2
   ruff check --output-format concise .

@@ -76,12 +76,22 @@ def ignored(rel: str, patterns: list[str]) -> bool:
 
 
 def context_files(context: Path) -> list[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=context, check=True, capture_output=True,
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=context,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     ignore = context / ".dockerignore"
-    patterns = [p.strip() for p in ignore.read_text().splitlines() if p.strip() and not p.startswith("#")] if ignore.exists() else []
+    patterns = (
+        [p.strip() for p in ignore.read_text().splitlines() if p.strip() and not p.startswith("#")]
+        if ignore.exists()
+        else []
+    )
     return sorted(f for f in listed if f and (context / f).is_file() and not ignored(f, patterns))
 
 

@@ -40,6 +40,8 @@ in_ns() { nsenter --net="/run/netns/$NETNS" "$@"; }
 # --- net ------------------------------------------------------------------------------------------
 net() {
   [ "$(id -u)" = 0 ] || die "the real node needs root (network namespace, containerd, kubelet); TUNEROUTE_REAL_NODE=0 runs without it"
+  # Unix socket paths (containerd's, the kubelet's device-plugin socket) are limited to 104 bytes.
+  ((${#dir} <= 60)) || die "$dir: a cluster directory with a real node needs a path of at most 60 characters (unix sockets live under it)"
   ensure_packages containerd runc containernetworking-plugins iptables iproute2 util-linux
   mkdir -p "$node" "$RUN"
   local n
@@ -320,7 +322,7 @@ stop() {
   done
   sleep 0.5
   # Mounts under DIR (pod volumes, container root filesystems, pod network namespaces), deepest first.
-  findmnt -rn -o TARGET | grep "^$dir/" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { findmnt -rn -o TARGET | grep "^$dir/" || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   for h in /sys/fs/cgroup/*/"$CGROUP"; do
     [ -d "$h" ] && { find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true; }
   done

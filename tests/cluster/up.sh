@@ -50,6 +50,10 @@ if [ -d "$dir/pids" ]; then
 fi
 t0=$(date +%s)
 mkdir -p "$dir"/{pki,pids,logs,etcd,certs-kcm,certs-sched}
+# A start that fails stops what it started (its logs are kept beside DIR).
+up_ok=0
+trap '[ "$up_ok" = 1 ] || { rm -rf "$dir.failed-logs"; cp -r "$dir/logs" "$dir.failed-logs" 2>/dev/null
+  log "failed: stopping what started; logs in $dir.failed-logs"; "$here/down.sh" "$dir" >&2; }' EXIT
 chmod 700 "$dir/etcd" # etcd warns about anything looser
 
 # Where the API server listens: with a real node, on the host end of the node's network
@@ -293,5 +297,6 @@ export KUBECONFIG=$kc
 export PATH=$bin:\$PATH
 EOF
 mv "$kc.tmp" "$kc"
+up_ok=1
 log "up in $(($(date +%s) - t0))s: source $dir/env   (stop: $here/down.sh $dir)"
 echo "$kc"

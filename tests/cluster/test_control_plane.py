@@ -1,8 +1,9 @@
-"""Smoke tests of the local control plane itself (tests/cluster/up.sh + kwok stages)."""
+"""Smoke tests of the local cluster itself (tests/cluster/up.sh: control plane, kwok stages, the real node)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,86 @@ def test_deleting_owner_cascades(control_plane, namespace):
     pod = _running_pod(cp, namespace, "owned")["metadata"]["name"]
     cp.kubectl("-n", namespace, "delete", "configmap", "owner", "--cascade=foreground", "--wait=false")
     cp.kubectl("-n", namespace, "wait", "--for=delete", "job/owned", f"pod/{pod}", "--timeout=60s", timeout=70)
+
+
+# --- the real node ------------------------------------------------------------------------------
+
+
+def test_the_real_node_is_ready_and_takes_cpu_pods_while_gpu_nodes_keep_their_taint(control_plane):
+    cp = control_plane
+    node = cp.get("node", cp.node.name)
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == K8S_VERSION
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+    assert "nvidia.com/gpu" not in node["status"]["allocatable"]
+    gpu_taints = {t["key"] for n in cp.get("nodes", "-l", "type=kwok")["items"] for t in n["spec"].get("taints", [])}
+    assert gpu_taints == {"nvidia.com/gpu"}
+
+
+def test_pods_on_the_real_node_resolve_service_names_and_reach_the_api_server(control_plane, namespace):
+    """Cluster DNS (CoreDNS) and kube-proxy: a pod finds the `kubernetes` Service by its
+    *.svc.cluster.local name and reads /version with its mounted ServiceAccount token."""
+    cp = control_plane
+    image = cp.node.import_images("router")["router"]
+    script = (
+        "import socket, ssl, urllib.request\n"
+        "ip = socket.gethostbyname('kubernetes.default.svc.cluster.local')\n"
+        "sa = '/var/run/secrets/kubernetes.io/serviceaccount/'\n"
+        "ctx = ssl.create_default_context(cafile=sa + 'ca.crt')\n"
+        "req = urllib.request.Request('https://kubernetes.default.svc/version',"
+        " headers={'Authorization': 'Bearer ' + open(sa + 'token').read()})\n"
+        "print(ip, urllib.request.urlopen(req, context=ctx, timeout=10).read().decode().count('gitVersion'))\n"
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe"},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
+            "containers": [{"name": "probe", "image": image, "command": ["python", "-c", script]}],
+        },
+    }
+    apply(cp, namespace, pod)
+    done = watch_one(
+        cp,
+        "pods",
+        namespace,
+        "probe",
+        lambda p: (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
+        timeout=120,
+        what="the probe pod to finish",
+    )
+    logs = cp.kubectl("-n", namespace, "logs", "probe").stdout
+    assert done["status"]["phase"] == "Succeeded", logs
+    assert done["spec"]["nodeName"] == cp.node.name
+    service_ip = cp.get("service", "kubernetes", "-n", "default")["spec"]["clusterIP"]
+    assert logs.split() == [service_ip, "1"]
+
+
+def test_down_removes_the_nodes_namespace_cgroups_mounts_and_processes():
+    """A second cluster beside the suite's: up, then down leaves nothing of its node behind
+    (its network namespace takes the bridge, veths and iptables rules with it)."""
+    import subprocess
+    import tempfile
+
+    from tuneroute_testing.node import RealNode
+
+    other = ControlPlane.up(Path(tempfile.mkdtemp(prefix="tr-other-", dir="/tmp")))  # a short path: unix sockets
+    try:
+        node = RealNode.of(other.dir)
+        env = dict(line.split("=", 1) for line in (other.dir / "node" / "net.env").read_text().split())
+        assert Path(f"/run/netns/{env['NETNS']}").exists()
+        assert cp_ready(other, node.name)
+    finally:
+        other.down()
+    assert not Path(f"/run/netns/{env['NETNS']}").exists()
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{env['CGROUP']}"))
+    assert str(other.dir) not in Path("/proc/self/mounts").read_text()
+    assert subprocess.run(["ip", "link", "show", env["HOST_IF"]], capture_output=True).returncode != 0
+    assert subprocess.run(["pgrep", "-f", str(node.containerd_socket)], capture_output=True).returncode != 0
+    assert not other.dir.exists()
+
+
+def cp_ready(cp: ControlPlane, node: str) -> bool:
+    conditions = cp.get("node", node)["status"]["conditions"]
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)

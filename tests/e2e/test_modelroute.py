@@ -194,7 +194,7 @@ def test_a_route_with_hundreds_of_kilobytes_of_examples_is_handled_once(control_
     one (its last-handled configuration): a route with ~300 KB of example prompts (within the
     schema) came up Ready while kopf failed forever to mark it handled. It keeps a digest now."""
     cp = control_plane
-    route = example("20-modelroute")
+    route = small_route()
     prompt = "Summarise the following support ticket and suggest a reply. " * 60  # ~3.6 KB
     route["spec"]["policy"]["examples"] = [
         {"tier": t, "prompts": [f"{i} {prompt}" for i in range(28)]} for t in (1, 2, 3)

@@ -129,11 +129,11 @@ def test_a_trainer_pod_deleted_mid_training_resumes_from_its_checkpoint_in_the_n
     cp = control_plane
     steps = 40  # about 1 step/s here (1 CPU): the first checkpoint at 5 leaves time to delete the pod
     apply(cp, namespace, cpu_finetunejob("resumable", steps=steps, every=5, backoff_limit=2))
-    checkpoints = volume / "adapters" / "resumable" / "checkpoints"
+    checkpoints = volume / "adapters" / "resumable" / "checkpoints"  # checkpoints/<run key>/checkpoint-N
 
     # Once the first checkpoint is on the volume, delete the pod: the kubelet sends SIGTERM, the
     # trainer finishes its step, saves a checkpoint and exits 143; the Job starts a new pod.
-    wait_until(lambda: any(checkpoints.glob("checkpoint-*")), 240, "the first checkpoint on the volume")
+    wait_until(lambda: any(checkpoints.glob("*/checkpoint-*")), 240, "the first checkpoint on the volume")
     (first,) = [p for p in trainer_pods(cp, namespace, "resumable") if p["status"].get("phase") == "Running"]
     cp.kubectl("-n", namespace, "delete", "pod", first["metadata"]["name"], "--wait=false")
     interrupted = wait_until(
@@ -143,7 +143,7 @@ def test_a_trainer_pod_deleted_mid_training_resumes_from_its_checkpoint_in_the_n
         120,
         "the second trainer pod",
     )
-    saved = max(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*"))
+    saved = max(int(p.name.split("-")[1]) for p in checkpoints.glob("*/checkpoint-*"))
     assert saved < steps, "the first pod finished before its deletion: nothing to resume"
 
     ftj = wait_phase(cp, namespace, "resumable", "Succeeded", timeout=300)

@@ -139,7 +139,10 @@ def main() -> None:
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
     }
     print(yaml.safe_dump(ftj, sort_keys=False))
-    apply(cp, claim, ftj)
+    apply(cp, claim)
+    # Bound first: a pod scheduled against an unbound claim can wait minutes for its next try.
+    wait_until(lambda: cp.get("pvc", "local-data", "-n", NS)["status"].get("phase") == "Bound", 60, "the claim")
+    apply(cp, ftj)
     t0, last = time.monotonic(), None
     while (phase := (cp.get("ftj", "tiny-support", "-n", NS).get("status") or {}).get("phase")) not in (
         "Succeeded",

@@ -58,6 +58,13 @@ def volume(control_plane, namespace):
             },
         },
     )
+    # Bound before any pod uses it: a pod the scheduler finds with an unbound claim may wait up
+    # to 5 minutes for its next try when the binding's event races its first attempt.
+    wait_until(
+        lambda: ((get(control_plane, namespace, "pvc", CLAIM) or {}).get("status") or {}).get("phase") == "Bound",
+        60,
+        "the claim to bind",
+    )
     yield root
     control_plane.kubectl("delete", "pv", pv, "--wait=false", check=False)
     shutil.rmtree(root, ignore_errors=True)

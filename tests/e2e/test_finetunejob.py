@@ -1,6 +1,6 @@
 """FineTuneJob end to end: real API server, real controllers and scheduler, kwok GPU nodes,
-the operator as a process with the chart's RBAC. kwok stands in for the kubelet (no GPU
-or container runtime here): tests end pods with an exit code and a termination message."""
+the operator as the chart's pod on the real node. kwok stands in for the GPU nodes' kubelet
+(no GPU here): tests end the training pods with an exit code and a termination message."""
 
 from __future__ import annotations
 
@@ -248,8 +248,7 @@ def test_a_finished_job_deleted_by_its_ttl_stays_succeeded_even_across_operator_
         what="the TTL controller to delete the Job",
     )
 
-    operator.stop()
-    operator.start()
+    operator.restart()  # the chart's pod deleted: a new one, its counters from zero
     wait_until(
         lambda: operator.sample("tuneroute_reconciles_total", kind="FineTuneJob", result="ok") >= 1, 60, "a resume"
     )

@@ -1,6 +1,6 @@
 """The operator under a flood of updates: what it costs is bounded by the changes, not the events.
 
-Real API server, kwok pods, the operator as a process with the chart's RBAC. The operator's own
+Real API server, kwok pods, the operator as the chart's pod on the real node. The operator's own
 reconcile counter (its /metrics, as a user's Prometheus reads it) measures the work each flood
 caused. kwok stands in for the kubelet; the trainer's progress patches are sent as the trainer
 sends them (merge patches of status.progress)."""

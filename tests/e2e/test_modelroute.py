@@ -16,7 +16,6 @@ from tuneroute_testing.k8s import (
     apply,
     condition,
     created,
-    example,
     get,
     running_pod,
     small_finetunejob,

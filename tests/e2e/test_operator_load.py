@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client, config
 
 from tuneroute_testing.control_plane import wait_until
-from tuneroute_testing.k8s import apply, events, example, get, running_pod, small_finetunejob, wait_phase
+from tuneroute_testing.k8s import apply, events, get, running_pod, small_finetunejob, small_route, wait_phase
 
 pytestmark = pytest.mark.cluster
 
@@ -88,7 +88,7 @@ def test_a_flood_of_trainer_progress_reaches_kubectl_get_and_touches_no_route(
     cp = control_plane
     storage()
     apply(cp, namespace, small_finetunejob("qwen3-support"))
-    apply(cp, namespace, example("20-modelroute"))  # serves qwen3-support's adapter once it exists
+    apply(cp, namespace, small_route())  # serves qwen3-support's adapter once it exists
     pod = running_pod(cp, namespace, "qwen3-support")
     wait_phase(cp, namespace, "qwen3-support", "Running")
     wait_until(

@@ -68,6 +68,7 @@ class ControlPlane:
             stderr=subprocess.PIPE,
             text=True,
         )
+        assert proc.stdout is not None and proc.stderr is not None
         err = []
         deadline = time.monotonic() + timeout
         for line in proc.stderr:

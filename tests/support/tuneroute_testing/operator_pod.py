@@ -75,6 +75,7 @@ class OperatorPod:
     def kill(self) -> None:
         """SIGKILL the operator's process: no cleanup, as a crash or the OOM killer does.
         The kubelet restarts the container in the same pod; wait_ready(restarts=...) waits for it."""
+        assert self.cp.node, "the operator pod runs on the real node"
         pod = self.pod()
         self.killed_at_restarts = _restarts(pod)
         self.cp.node.kill_container(pod, "operator")

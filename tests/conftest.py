@@ -50,8 +50,29 @@ def crds(control_plane):
     )
 
 
+@pytest.fixture(scope="module")
+def no_chart_operator(control_plane):
+    """Tests that run the reconcilers themselves must be the only ones acting on their objects.
+    The chart's operator (the e2e suite's release, when this session installed it) watches every
+    namespace: it is scaled to 0 for the module, and back afterwards."""
+    selector = "app.kubernetes.io/name=tuneroute-operator"
+    deployments = [
+        (d["metadata"]["namespace"], d["metadata"]["name"], d["spec"].get("replicas", 1))
+        for d in control_plane.get("deployments", "-A", "-l", selector)["items"]
+    ]
+    for ns, name, _ in deployments:
+        control_plane.kubectl("-n", ns, "scale", "deployment", name, "--replicas=0")
+        control_plane.kubectl(
+            "-n", ns, "wait", "--for=delete", "pod", "-l", selector, "--timeout=120s", check=False, timeout=130
+        )
+    yield
+    for ns, name, replicas in deployments:
+        control_plane.kubectl("-n", ns, "scale", "deployment", name, f"--replicas={replicas}")
+        control_plane.kubectl("-n", ns, "rollout", "status", "deployment", name, "--timeout=180s", timeout=190)
+
+
 @pytest.fixture
-def kube(control_plane, crds):
+def kube(control_plane, crds, no_chart_operator):
     """The operator's own API client (tuneroute_operator.kube.Kube) on the test cluster."""
     from kubernetes import config
 

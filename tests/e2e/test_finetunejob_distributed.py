@@ -133,7 +133,19 @@ def test_three_pods_on_two_gpu_nodes_say_that_only_two_are_scheduled_and_why(
     storage()
     apply(cp, namespace, _example_on("three", gpus=8, nodes=3))
 
-    ftj = _ready_reason(cp, namespace, "three", "PartiallyScheduled")
+    # The scheduler binds the pods one by one and marks the third unschedulable after: the
+    # status says "1 of 3" first, then the final verdict.
+    ftj = watch_one(
+        cp,
+        "finetunejobs.tuneroute.io",
+        namespace,
+        "three",
+        lambda f: (
+            (c := condition(f, "Ready") or {}).get("reason") == "PartiallyScheduled"
+            and "Insufficient" in c.get("message", "")
+        ),
+        what="FineTuneJob three's verdict: 2 of 3 scheduled, and why",
+    )
     assert ftj["status"]["phase"] == "Pending"
     assert ftj["status"]["message"].startswith("2 of 3 training pods scheduled")
     assert "Insufficient nvidia.com/gpu" in ftj["status"]["message"]

@@ -15,7 +15,17 @@ import pytest
 from kubernetes import client, config
 
 from tuneroute_testing.control_plane import wait_until
-from tuneroute_testing.k8s import apply, events, get, running_pod, small_finetunejob, small_route, wait_phase
+from tuneroute_testing.k8s import (
+    apply,
+    condition,
+    events,
+    get,
+    running_pod,
+    small_finetunejob,
+    small_route,
+    wait_deployment_ready,
+    wait_phase,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -46,7 +56,7 @@ def _admin(cp) -> client.ApiClient:
 
 
 def test_a_burst_of_pod_updates_costs_one_status_computation_per_second_not_one_per_event(
-    control_plane, operator, namespace, storage
+    control_plane, scoped, namespace, storage
 ):
     """A pod's watch events (here: 50 annotation updates, as a node agent or a mesh sidecar
     injector might make) change nothing the FineTuneJob's status shows: the operator coalesces
@@ -57,7 +67,7 @@ def test_a_burst_of_pod_updates_costs_one_status_computation_per_second_not_one_
     apply(cp, namespace, small_finetunejob("busy"))
     pod = running_pod(cp, namespace, "busy")
     wait_phase(cp, namespace, "busy", "Running")
-    before = _quiet(operator, ("FineTuneJob",))["FineTuneJob"]
+    before = _quiet(scoped, ("FineTuneJob",))["FineTuneJob"]
     ftj_version = get(cp, namespace, "finetunejob", "busy")["metadata"]["resourceVersion"]
     n_events = len(events(cp, namespace, "busy"))
 
@@ -66,7 +76,7 @@ def test_a_burst_of_pod_updates_costs_one_status_computation_per_second_not_one_
     for i in range(50):
         core.patch_namespaced_pod(pod, namespace, {"metadata": {"annotations": {"example.com/heartbeat": str(i)}}})
     elapsed = time.monotonic() - t0
-    after = _quiet(operator, ("FineTuneJob",))["FineTuneJob"]
+    after = _quiet(scoped, ("FineTuneJob",))["FineTuneJob"]
 
     # One computation per STATUS_DELAY (1 s) window of the flood, plus the one a run in progress
     # owes to the events it may have missed; one per event would be 50.
@@ -80,7 +90,7 @@ def test_a_burst_of_pod_updates_costs_one_status_computation_per_second_not_one_
 
 
 def test_a_flood_of_trainer_progress_reaches_kubectl_get_and_touches_no_route(
-    control_plane, operator, namespace, storage
+    control_plane, scoped, namespace, storage
 ):
     """The trainer patches status.progress every few seconds for hours. Each patch is a watch
     event of the FineTuneJob; a ModelRoute waiting for its adapter must not be reconciled (and
@@ -96,7 +106,18 @@ def test_a_flood_of_trainer_progress_reaches_kubectl_get_and_touches_no_route(
         60,
         "the route to wait for the adapter",
     )
-    before = _quiet(operator, ("FineTuneJob", "ModelRoute"))
+    # Settled: the router pods really run (on the real node); their Deployment's status moves,
+    # and the route with it, until both are ready.
+    wait_deployment_ready(cp, namespace, "assistant-router")
+    wait_until(
+        lambda: (
+            "2/2 router pods ready"
+            in (condition(get(cp, namespace, "modelroute", "assistant"), "Ready") or {}).get("message", "")
+        ),
+        60,
+        "the route's status to see both router pods",
+    )
+    before = _quiet(scoped, ("FineTuneJob", "ModelRoute"))
     n_events = {n: len(events(cp, namespace, n)) for n in ("qwen3-support", "assistant")}
     route_version = get(cp, namespace, "modelroute", "assistant")["metadata"]["resourceVersion"]
 
@@ -106,7 +127,7 @@ def test_a_flood_of_trainer_progress_reaches_kubectl_get_and_touches_no_route(
         custom.patch_namespaced_custom_object_status(
             "tuneroute.io", "v1alpha1", namespace, "finetunejobs", "qwen3-support", {"status": {"progress": progress}}
         )
-    after = _quiet(operator, ("FineTuneJob", "ModelRoute"))
+    after = _quiet(scoped, ("FineTuneJob", "ModelRoute"))
 
     # The counters are the operator's, shared with what earlier tests left in other namespaces
     # (a route deleted with its namespace is one more run): a handful, never one per patch.

@@ -123,8 +123,9 @@ def test_cpu_finetunejob_trains_in_the_trainer_image_and_succeeds_from_the_pods_
 
     # The adapter is on the volume, where status.adapter says.
     assert condition(ftj, "Succeeded")["reason"] == "TrainingSucceeded"
-    assert ftj["status"]["adapter"]["path"] == "adapters/tiny"
-    adapter = volume / "adapters" / "tiny"
+    path = ftj["status"]["adapter"]["path"]  # adapters/<versioned adapter name>
+    assert path == f"adapters/{ftj['status']['adapterName']}" and path.startswith("adapters/tiny-")
+    adapter = volume / path
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8
     assert (adapter / "adapter_model.safetensors").stat().st_size > 0
     assert ftj["status"]["attempts"] == 1
@@ -136,7 +137,13 @@ def test_a_trainer_pod_deleted_mid_training_resumes_from_its_checkpoint_in_the_n
     cp = control_plane
     steps = 40  # about 1 step/s here (1 CPU): the first checkpoint at 5 leaves time to delete the pod
     apply(cp, namespace, cpu_finetunejob("resumable", steps=steps, every=5, backoff_limit=2))
-    checkpoints = volume / "adapters" / "resumable" / "checkpoints"  # checkpoints/<run key>/checkpoint-N
+    name = wait_until(
+        lambda: ((get(cp, namespace, "finetunejob", "resumable") or {}).get("status") or {}).get("adapterName"),
+        60,
+        "the versioned adapter name",
+    )
+    adapter = volume / "adapters" / name
+    checkpoints = adapter / "checkpoints"  # checkpoints/<run key>/checkpoint-N
 
     # Once the first checkpoint is on the volume, delete the pod: the kubelet sends SIGTERM, the
     # trainer finishes its step, saves a checkpoint and exits 143; the Job starts a new pod.
@@ -154,7 +161,7 @@ def test_a_trainer_pod_deleted_mid_training_resumes_from_its_checkpoint_in_the_n
     assert saved < steps, "the first pod finished before its deletion: nothing to resume"
 
     ftj = wait_phase(cp, namespace, "resumable", "Succeeded", timeout=300)
-    manifest = json.loads((volume / "adapters" / "resumable" / "tuneroute-manifest.json").read_text())
+    manifest = json.loads((adapter / "tuneroute-manifest.json").read_text())
     assert manifest["resumedFrom"], manifest
     resumed_at = int(Path(manifest["resumedFrom"]).name.split("-")[1])
     assert 0 < resumed_at < steps

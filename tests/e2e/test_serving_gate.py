@@ -20,7 +20,7 @@ import yaml
 
 from tuneroute_testing.control_plane import wait_until
 from tuneroute_testing.k8s import apply, condition, get, small_finetunejob, wait_phase
-from tuneroute_testing.serving import ATTENTION, pv_dir, run_training_pod, run_verify_pod
+from tuneroute_testing.serving import ATTENTION, on_kwok_nodes, pv_dir, run_training_pod, run_verify_pod
 
 pytestmark = pytest.mark.cluster
 
@@ -47,7 +47,7 @@ def test_an_adapter_vllm_would_misread_fails_the_gate_by_name_and_the_route_leav
         evaluation={"heldOut": 8, "referencePrompts": 2, "maxNewTokens": 4},
         verify={"gpus": 0, "loraTargetModules": ATTENTION, "dtype": "float32"},
     )
-    apply(cp, namespace, ftj)
+    apply(cp, namespace, on_kwok_nodes(ftj))
     route = {
         "apiVersion": "tuneroute.io/v1alpha1",
         "kind": "ModelRoute",

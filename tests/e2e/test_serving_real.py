@@ -27,7 +27,14 @@ import yaml
 from tuneroute_testing.control_plane import wait_until
 from tuneroute_testing.k8s import apply, condition, get, small_finetunejob, wait_phase
 from tuneroute_testing.router_harness import Router, write_config
-from tuneroute_testing.serving import ATTENTION, pv_dir, run_training_pod, run_verify_pod, vllm_from_deployment
+from tuneroute_testing.serving import (
+    ATTENTION,
+    on_kwok_nodes,
+    pv_dir,
+    run_training_pod,
+    run_verify_pod,
+    vllm_from_deployment,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -91,7 +98,7 @@ def test_a_trained_adapter_is_verified_served_by_vllm_and_routed_to_through_a_re
         evaluation={"heldOut": 8, "referencePrompts": 2, "maxNewTokens": 4},
         verify={"gpus": 0, "loraTargetModules": ATTENTION, "dtype": "float32"},
     )
-    apply(cp, namespace, ftj)
+    apply(cp, namespace, on_kwok_nodes(ftj))
     apply(cp, namespace, _route())
 
     # train (the trainer reports its routing profile into status), then the gate verifies

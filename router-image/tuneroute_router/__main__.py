@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .auth import KeysError
     from .config import ConfigError
+    from .http_limits import protocol
     from .server import Router
 
     try:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         log_level=args.log_level,
         access_log=False,
-        http="httptools" if _has("httptools") else "h11",
+        http=protocol(router.limits),  # httptools, with header size and time limits
         loop="uvloop" if _has("uvloop") else "asyncio",
     )
     return 0

@@ -292,7 +292,45 @@ class Dispatch(ApiModel):
 
 
 class Server(ApiModel):
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
+    """What one client may cost a router replica. Every limit applies on reload, to the next
+    connection or request; beyond a limit the client gets an OpenAI-style error (or, for a
+    connection that never finishes its headers, a 408 and a closed connection)."""
+
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest request body accepted (413 beyond)."
+    )
+    max_json_elements: int = Field(
+        200_000,
+        ge=1000,
+        le=10_000_000,
+        description="Most '[', '{' and ',' characters a body may hold, counted before it is parsed (413 "
+        "beyond): an upper bound on the JSON values it would become, so a small body cannot cost "
+        "hundreds of MiB as Python objects. Text and base64 images hold few: 200,000 is far above "
+        "any model's context window.",
+    )
+    max_in_flight: int = Field(
+        1024,
+        ge=1,
+        le=100_000,
+        description="Requests to the OpenAI endpoints in progress at once in a router replica, streams "
+        "included; beyond, a 503 router_busy with Retry-After. Probes and metrics are not counted.",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request line plus headers (a 431 and the connection closed beyond).",
+    )
+    header_timeout_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=600,
+        description="Longest a connection may take to send a request's headers (a 408 and the "
+        "connection closed after): a half-sent request cannot hold a connection.",
+    )
+    body_timeout_seconds: float = Field(
+        60.0, gt=0, le=3600, description="Longest a client may take to send a request's body (408 after)."
+    )
     log_prompts: bool = Field(False, description="Include prompt text in decision logs.")
 
 

@@ -42,4 +42,7 @@ class Metrics:
             "tuneroute_circuit_open", "1 while a backend's circuit is open.", ["model"], registry=r
         )
         self.in_flight = Gauge("tuneroute_in_flight", "Requests in flight per backend.", ["model"], registry=r)
+        self.refused = Counter(
+            "tuneroute_refused", "Requests refused at the router's own limits, by limit.", ["limit"], registry=r
+        )
         self.reloads = Counter("tuneroute_config_reloads", "Config reload attempts.", ["result"], registry=r)

@@ -9,7 +9,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .config import Server
 from .errors import error_response
+from .http_limits import too_many_elements
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
@@ -55,10 +57,16 @@ def _invalid(status: int, message: str, code: str, param: str | None = None) -> 
     return error_response(status, message, "invalid_request_error", code, param)
 
 
-def parse(raw: bytes | None, limit: int, endpoint: Endpoint) -> dict[str, Any] | Response:
+def parse(raw: bytes | None, limits: Server, endpoint: Endpoint) -> dict[str, Any] | Response:
     """The request as a dict, or the OpenAI-style error response that refuses it."""
     if raw is None:
-        return _invalid(413, f"request body exceeds {limit} bytes", "body_too_large")
+        return _invalid(413, f"request body exceeds {limits.max_body_bytes} bytes", "body_too_large")
+    if too_many_elements(raw, limits.max_json_elements):
+        message = (
+            f"request body holds more than {limits.max_json_elements} JSON elements ('[', '{{' and ',' "
+            "counted, server.maxJsonElements)"
+        )
+        return _invalid(413, message, "too_many_elements")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:

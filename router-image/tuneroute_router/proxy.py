@@ -76,10 +76,18 @@ class Proxy:
         if not auth.allowed(st.keys, request.headers):
             return unauthorized()
         try:
-            raw = await read_body(request, cfg.server.max_body_bytes)
+            async with asyncio.timeout(cfg.server.body_timeout_seconds):
+                raw = await read_body(request, cfg.server.max_body_bytes)
         except ClientDisconnect:
             return Response(status_code=499)
-        body = parse(raw, cfg.server.max_body_bytes, endpoint)
+        except TimeoutError:
+            message = (
+                f"request body not received within server.bodyTimeoutSeconds ({cfg.server.body_timeout_seconds:g} s)"
+            )
+            return error_response(
+                408, message, "invalid_request_error", "body_timeout", headers={"connection": "close"}
+            )
+        body = parse(raw, cfg.server, endpoint)
         if isinstance(body, Response):
             return body
         view = viewer(body)

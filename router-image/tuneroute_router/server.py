@@ -18,15 +18,18 @@ import aiohttp
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from . import auth
 from .classifier import Classifier
+from .config import Server
 from .dispatch import Dispatcher
 from .errors import JSON, unauthorized
 from .features import view_chat, view_completion
+from .http_limits import InFlightCap
 from .live_config import LiveConfig
 from .metrics import Metrics
 from .openai_request import CHAT, COMPLETIONS
@@ -57,7 +60,15 @@ class Router:
                 Route("/metrics", self.prometheus, methods=["GET"]),
             ],
             lifespan=self._lifespan,
+            middleware=[Middleware(InFlightCap, limits=self.limits, refused=self._refused_in_flight)],
         )
+
+    def limits(self) -> Server:
+        """The server limits of the config in effect (http_limits reads them per connection/request)."""
+        return self.live.state.cfg.server
+
+    def _refused_in_flight(self) -> None:
+        self.metrics.refused.labels("maxInFlight").inc()
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from tuneroute_operator.api.modelroute import ModelRouteSpec
 from tuneroute_operator.builders import modelroute as build
 from tuneroute_operator.builders.common import Owner
 from tuneroute_operator.settings import Settings
-from tuneroute_router.config import PoolMember
+from tuneroute_router.config import PoolMember, parse_config
 from tuneroute_trainer.contract import describe
 
 VERIFIED = {"type": "ServingVerified", "status": "True", "reason": "Verified"}
@@ -129,6 +130,17 @@ def test_pool_entries_carry_every_shared_field_into_the_router_config(route_body
     }
     # The router's per-backend limits are the route's to set (they were fixed at 64 and 300 s).
     assert (model.max_concurrency, model.timeout_seconds) == (4, 30)
+
+
+def test_the_routes_server_limits_reach_the_router_config(route_body):
+    """spec.server is the router's own Server model: what the route sets is what the router reads."""
+    route_body["spec"]["server"] = {"maxInFlight": 8, "maxJsonElements": 5000, "headerTimeoutSeconds": 2}
+    spec = ModelRouteSpec.model_validate(route_body["spec"])
+    config = build.router_config(spec, _resolve(route_body, {"qwen3-support": None}), keys=False)
+    rendered = yaml.safe_load(build.configmap(Owner.of(route_body), config)["data"]["router.yaml"])
+    assert rendered["server"] | {"maxInFlight": 8, "maxJsonElements": 5000} == rendered["server"]
+    assert parse_config(rendered).server == spec.server
+    assert (spec.server.max_body_bytes, spec.server.max_header_bytes) == (4 * 1024 * 1024, 32 * 1024)  # defaults
 
 
 def test_config_checksum_is_on_the_deployment_not_the_pod_template(route_body):

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from tuneroute_router.config import ROUTE_RULES, Dispatch, HttpUrl, Policy, PoolMember, check_route
+from tuneroute_router.config import ROUTE_RULES, Dispatch, HttpUrl, Policy, PoolMember, Server, check_route
 from tuneroute_trainer.contract import Rule, check, rules
 
 from .common import (
@@ -171,6 +171,11 @@ class ModelRouteSpec(ApiModel):
     policy: Policy = Field(default_factory=Policy, description="How prompts map to tiers.")
     dispatch: Dispatch = Field(
         default_factory=Dispatch, description="Retries, timeouts and circuit breaking per backend."
+    )
+    server: Server = Field(
+        default_factory=Server,
+        description="What one client may cost a router replica: body, header and in-flight limits, read "
+        "timeouts; and prompt logging. Changes apply without a restart.",
     )
     api_key_secret: SecretRef | None = Field(
         None,

@@ -191,6 +191,7 @@ def router_config(spec: ModelRouteSpec, resolved: list[Resolved], keys: bool) ->
         pool=[r.model for r in resolved if r.model is not None],
         policy=spec.policy,
         dispatch=spec.dispatch,
+        server=spec.server,
         auth=Auth(api_keys_path=KEYS_DIR if keys else None),
     )
 

@@ -349,6 +349,13 @@ CASES = [
         r"spec\.pool\[3\]\.backend\.url",
         re.escape(r"should match '^https?://\S+$'"),
     ),
+    Case(
+        "mroute-server-max-in-flight-0",
+        "mroute",
+        setp("spec.server.maxInFlight", 0),
+        r"spec\.server\.maxInFlight",
+        f"{GE} 1",
+    ),
     Case("mroute-empty-pool", "mroute", setp("spec.pool", []), r"spec\.pool", "at least 1 items|Required value"),
     Case(
         "mroute-duplicate-pool-names",

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import FEATURE_NAMES, RequestView, features
+from .features import FEATURE_NAMES, RequestView, features, pasted_instruction
 
 HEAD_PATH = Path(__file__).with_name("head.json")
-_MAX_TOKENS = 256  # a mean-pooled static embedding saturates long before this
+_MAX_TOKENS = 160  # a mean-pooled static embedding saturates long before this; p99 < 2 ms
 _CONTEXT_EMBED_CHARS = 1000  # the end of the earlier turns: the topic a follow-up leans on
 
 
@@ -123,9 +123,20 @@ class Classifier:
             return np.zeros(embedder.dim, dtype=np.float32)
         return embedder.embed(v.context[-_CONTEXT_EMBED_CHARS:])
 
+    @staticmethod
+    def turn_embedding(embedder: Embedder, v: RequestView, emb: np.ndarray | None = None) -> np.ndarray:
+        """What the head reads of the newest turn: its instruction alone when it is a short
+        instruction around a long paste (the paste's topic says little about the task), else
+        the whole turn (`emb`, when already computed)."""
+        instr = pasted_instruction(v.text)
+        if instr is not None:
+            return embedder.embed(instr)
+        return emb if emb is not None else embedder.embed(v.text)
+
     def score(self, v: RequestView) -> Scored:
-        emb = self.embedder.embed(v.text)
-        p = self.head.probs(vectorize(emb, self.context_embedding(self.embedder, v), v))
+        emb = self.embedder.embed(v.text)  # route examples and adapter profiles compare against the whole turn
+        x = vectorize(self.turn_embedding(self.embedder, v, emb), self.context_embedding(self.embedder, v), v)
+        p = self.head.probs(x)
         return Scored(p[0], emb, p)
 
 

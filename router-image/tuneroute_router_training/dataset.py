@@ -131,6 +131,68 @@ def composed(train: list[Example], n: int = 500) -> list[Example]:
     return out
 
 
+# Tasks a small model does well however long the pasted text (long-but-easy), in several
+# languages. Written for tuneroute; none is taken from a test source.
+EASY_PASTE_INSTRUCTIONS = (
+    "Give me a short summary of the text below.",
+    "TL;DR of this, please:",
+    "Fix the spelling mistakes in the following text and return it.",
+    "Translate the following text into French.",
+    "List every person's name that appears in this text.",
+    "Suggest a title for this text.",
+    "Rewrite this in a more formal tone:",
+    "Turn the following into a bulleted list of its main points.",
+    "What is this text about? Answer in one sentence.",
+    "How many paragraphs does the following text have?",
+    "Extract all the dates and numbers mentioned below.",
+    "Is the tone of this text positive or negative?",
+    "Fasse den Text unten kurz zusammen.",
+    "Korrigiere die Tippfehler in diesem Text:",
+    "Résume ce texte en quelques phrases :",
+    "Traduis ce texte en anglais :",
+    "Haz un resumen breve del texto siguiente:",
+    "Traduce este texto al alemán:",
+    "Fai un breve riassunto di questo testo:",
+    "Faça um resumo curto do texto abaixo:",
+    "Сделай краткое содержание этого текста:",
+    "请用两句话概括下面的内容：",
+    "次の文章の要点を箇条書きにしてください：",
+    "다음 글의 제목을 지어 주세요:",
+)
+
+
+def composed_pastes(train: list[Example], n: int = 300) -> list[Example]:
+    """Long pasted blocks (training texts of one source, joined) behind a short instruction.
+
+    An easy instruction (EASY_PASTE_INSTRUCTIONS) makes the request level 1 whatever the
+    paste; a short training prompt in front of a paste keeps its own level. So the head
+    learns that a paste is as hard as what is asked of it (long-but-easy), not as long as it is.
+    """
+    rng = random.Random(SEED + 2)
+    by_source: dict[str, list[Example]] = {}
+    for e in train:
+        if len(e.messages) == 1 and 80 <= len(e.text) < 3000:
+            by_source.setdefault(e.source, []).append(e)
+    sources = sorted(by_source)
+    asks = [e for e in train if len(e.messages) == 1 and len(e.text) < 200]
+    out = []
+    for i in range(n):
+        src = rng.choice(sources)
+        parts: list[str] = []
+        while sum(map(len, parts)) < rng.choice((900, 1500, 3000)):
+            parts.append(rng.choice(by_source[src]).text)
+        paste = "\n\n".join(parts)
+        if i % 5 < 3:
+            ask, tier = rng.choice(EASY_PASTE_INSTRUCTIONS), 1
+        else:
+            other = rng.choice(asks)
+            ask, tier = other.text, other.tier
+        sep = rng.choice(("\n\n", "\n"))
+        text = ask + sep + paste if i % 4 else paste + sep + ask
+        out.append(Example((("user", text),), tier, src, "composed-paste", "composed"))
+    return out
+
+
 def splits(cal_frac: float = 0.2) -> tuple[list[Example], list[Example], list[Example]]:
     train_rows, test = packaged()
     pool = train_rows + written()
@@ -145,7 +207,11 @@ def splits(cal_frac: float = 0.2) -> tuple[list[Example], list[Example], list[Ex
         k = round(len(g) * cal_frac)
         cal += g[:k]
         train += g[k:]
-    return train + composed(train), cal + composed(cal, 120), test
+    return (
+        train + composed(train) + composed_pastes(train),
+        cal + composed(cal, 120) + composed_pastes(cal, 70),
+        test,
+    )
 
 
 def slices(e: Example) -> list[str]:

@@ -80,6 +80,7 @@ def quality(routed: list[int], exs) -> dict:
         "easy_kept_cheap": sum(r == 1 for r in easy) / len(easy) if easy else nan,
         "exact": sum(r == t for r, t in zip(routed, tiers)) / len(exs),
         "cost_vs_strong": spent / strong,
+        "cost_vs_perfect": spent / perfect,
         "perfect_vs_strong": perfect / strong,
         "confusion": conf,
     }
@@ -99,6 +100,23 @@ def gap_curve(scores: list[float], exs, cheap: str, strong: str) -> tuple[list[f
     return curve, sum(curve) / len(curve)
 
 
+def auc(scores: list[float], positive: list[bool]) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    pos = [s for s, p in zip(scores, positive) if p]
+    neg = [s for s, p in zip(scores, positive) if not p]
+    if not pos or not neg:
+        return float("nan")
+    ranked = sorted([(s, 1) for s in pos] + [(s, 0) for s in neg])
+    rank_sum, i = 0.0, 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        rank_sum += (i + j + 1) / 2 * sum(1 for k in range(i, j) if ranked[k][1])  # average rank of the tie
+        i = j
+    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+
+
 def litellm_router():
     from unittest.mock import MagicMock
 
@@ -115,7 +133,7 @@ def litellm_router():
 
     def route(body):
         tier, score, _signals = lite.classify(body["messages"][-1]["content"], None)
-        return tier_of[tier], float(score)
+        return tier_of[tier], float(score), float(score)
 
     return route
 
@@ -132,7 +150,8 @@ def tuneroute_router(mode: str):
         v = view_chat(body)
         s = clf.score(v)
         levels = getattr(s, "p_levels", None) or s.p_hard  # the pre-issue-13 head has one score
-        return policy.decide(cfg, v, body, levels, None).candidates[0].tier, s.p_hard
+        top = s.p_levels[-1] if getattr(s, "p_levels", None) else s.p_hard
+        return policy.decide(cfg, v, body, levels, None).candidates[0].tier, s.p_hard, top
 
     return route
 
@@ -140,7 +159,14 @@ def tuneroute_router(mode: str):
 def evaluate(name: str, route, exs, repeat: int) -> dict:
     bodies = [e.body() for e in exs]
     out = [route(b) for b in bodies]
-    routed, scores = [o[0] for o in out], [o[1] for o in out]
+    routed, scores, top = [o[0] for o in out], [o[1] for o in out], [o[2] for o in out]
+    tiers = [e.tier for e in exs]
+    ends = [i for i, t in enumerate(tiers) if t != 2]
+    aucs = {  # ranking of prompts from sources never seen in training: 0.5 is chance
+        "auc_2": auc(scores, [t >= 2 for t in tiers]),
+        "auc_3": auc(top, [t >= 3 for t in tiers]),
+        "auc_13": auc([scores[i] for i in ends], [tiers[i] == 3 for i in ends]),
+    }
     lat, cpu = [], []  # wall time, and CPU time of this thread (apart from waiting on a busy machine)
     for _ in range(repeat):
         for b in bodies:
@@ -149,6 +175,8 @@ def evaluate(name: str, route, exs, repeat: int) -> dict:
             cpu.append(time.thread_time() - c)
             lat.append(time.perf_counter() - t)
     from tuneroute_router_training.dataset import slices
+
+    nan = float("nan")
 
     by_slice = {}
     for s in ("short", "long", "multi-turn", "non-English", "code", "math"):
@@ -159,13 +187,14 @@ def evaluate(name: str, route, exs, repeat: int) -> dict:
     return {
         "name": name,
         **quality(routed, exs),
+        **aucs,
         "slices": by_slice,
         "gap_curve": curve,
         "gap_avg": avg,
-        "p50_ms": pct(lat, 0.5) * 1e3,
-        "p99_ms": pct(lat, 0.99) * 1e3,
-        "cpu_p50_ms": pct(cpu, 0.5) * 1e3,
-        "cpu_p99_ms": pct(cpu, 0.99) * 1e3,
+        "p50_ms": pct(lat, 0.5) * 1e3 if lat else nan,
+        "p99_ms": pct(lat, 0.99) * 1e3 if lat else nan,
+        "cpu_p50_ms": pct(cpu, 0.5) * 1e3 if cpu else nan,
+        "cpu_p99_ms": pct(cpu, 0.99) * 1e3 if cpu else nan,
     }
 
 
@@ -195,16 +224,20 @@ def render(rows: list[dict], exs, refs: dict, mode: str, load_s: float) -> str:
         f"three-tier pool, `{mode}` mode\n"
     )
     L.append(
-        "| router | hard kept off cheap | hard to strong | easy kept cheap | exact tier | cost vs always-strong | p50 ms | p99 ms |"
+        "| router | hard kept off cheap | hard to strong | easy kept cheap | exact tier | cost vs always-strong "
+        "| cost vs perfect | AUC L>=2 / L>=3 / L1-vs-L3 | p50 / p99 ms (wall) | CPU p50 / p99 ms |"
     )
-    L.append("|---|---|---|---|---|---|---|---|")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         L.append(
             f"| {r['name']} | {f3(r['hard_off_cheap'])} | {f3(r['hard_to_strong'])} | {f3(r['easy_kept_cheap'])} | "
-            f"{f3(r['exact'])} | {f3(r['cost_vs_strong'])} | {r['p50_ms']:.3f} / {r['p99_ms']:.3f} | "
-            f"{r['cpu_p50_ms']:.3f} / {r['cpu_p99_ms']:.3f} |"
+            f"{f3(r['exact'])} | {f3(r['cost_vs_strong'])} | {f3(r['cost_vs_perfect'])} | "
+            f"{f3(r['auc_2'])} / {f3(r['auc_3'])} / {f3(r['auc_13'])} | {f3(r['p50_ms'])} / {f3(r['p99_ms'])} | "
+            f"{f3(r['cpu_p50_ms'])} / {f3(r['cpu_p99_ms'])} |"
         )
-    L.append(f"| perfect router | 1.000 | 1.000 | 1.000 | 1.000 | {f3(rows[0]['perfect_vs_strong'])} | - | - |")
+    L.append(
+        f"| perfect router | 1.000 | 1.000 | 1.000 | 1.000 | {f3(rows[0]['perfect_vs_strong'])} | 1.000 | 1 / 1 / 1 | - | - |"
+    )
     L.append(f"\n(load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     L.append("\nPer-tier confusion (rows: the prompt's level 1/2/3; columns: tier routed to 1/2/3):\n")
     for r in rows:
@@ -240,6 +273,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5, help="timing passes over the split")
     ap.add_argument("--mode", default="balanced", choices=["cost", "balanced", "quality"])
+    ap.add_argument(
+        "--other-modes", action="store_true", help="also route with the other two modes (same scores, no timing)"
+    )
     ap.add_argument("--markdown", help="also write the tables to this file")
     ap.add_argument("--label", default="tuneroute", help="name of our row (e.g. to tell heads apart)")
     ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. a latency-only rerun)")
@@ -256,6 +292,10 @@ def main() -> None:
     ours = tuneroute_router(a.mode)
     load_s = time.perf_counter() - t
     rows = [evaluate(a.label, ours, test, a.repeat)]
+    if a.other_modes:
+        for mode in ("cost", "balanced", "quality"):
+            if mode != a.mode:
+                rows.append(evaluate(f"{a.label} ({mode} mode)", tuneroute_router(mode), test, 0))
     print(f"[{time.monotonic() - t0:5.1f}s] tuneroute done", file=sys.stderr, flush=True)
     if not a.no_litellm:
         rows.append(evaluate("litellm complexity_router", litellm_router(), test, a.repeat))

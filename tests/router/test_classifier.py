@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from tuneroute_router import policy
 from tuneroute_router.classifier import HEAD_PATH, Classifier, ExampleIndex, Head
+from tuneroute_router.config import parse_config
 from tuneroute_router.features import FEATURE_NAMES, features, view_chat
 
 
@@ -23,6 +25,30 @@ def chat(*turns):
 
 def levels(clf, *turns):
     return clf.score(view_chat(chat(*turns))).p_levels
+
+
+def routed_tier(clf, body, mode="balanced"):
+    """Tier a three-tier pool (small, mid-size, frontier) sends the request to, with the mode's default cuts."""
+    pool = [{"name": f"t{t}", "url": f"http://t{t}/v1", "tier": t, "contextWindow": 32768} for t in (1, 2, 3)]
+    cfg = parse_config({"pool": pool, "policy": {"mode": mode}})
+    v = view_chat(body)
+    return policy.decide(cfg, v, body, clf.score(v).p_levels).candidates[0].tier
+
+
+ARTICLE = "\n".join(
+    [
+        "The town council met on Tuesday evening to agree next year's budget.",
+        "Most of the money will go to schools, the library and the repair of two bridges over the river.",
+        "Several residents asked for longer opening hours at the swimming pool during the summer.",
+        "The mayor said that the bus timetable would change in March, with more buses at weekends.",
+        "A local bakery has won a regional prize for its rye bread, its third prize in five years.",
+        "Road works on the high street will start in April and last about six weeks.",
+        "Volunteers planted two hundred trees along the river path last weekend.",
+        "The museum will show old photographs of the town's market square in the spring.",
+        "The school choir is looking for new members and rehearses on Thursday afternoons.",
+        "Next month the council will discuss parking charges in the town centre.",
+    ]
+)
 
 
 EASY = ["What is the capital of Italy?", "Say hello to my friend Tom.", "Translate 'cat' into French."]
@@ -82,7 +108,9 @@ def test_features_match_their_names_and_flag_pasted_blocks():
     paste = "Count the bullet points in this text:\n\n" + "\n".join(f"- item {i} with some words" for i in range(60))
     f = dict(zip(FEATURE_NAMES, features(view_chat(chat(paste)))))
     assert len(f) == len(FEATURE_NAMES)
-    assert f["pasted_block"] == 1.0 and f["easy_task"] > 0
+    assert f["pasted_block"] == 1.0 and f["easy_task"] > 0 and f["paste_easy"] > 0
+    h = dict(zip(FEATURE_NAMES, features(view_chat(chat("Prove that there is no largest prime.")))))
+    assert h["short_hard"] > 0 and h["paste_easy"] == 0.0
     g = dict(zip(FEATURE_NAMES, features(view_chat(chat("What is 48213 times 99127?")))))
     assert g["big_numbers"] > 0 and g["pasted_block"] == 0.0
 
@@ -124,3 +152,24 @@ def test_held_out_split_is_large_and_its_sources_never_train_the_head():
         s in {x for e in test for x in dataset.slices(e)}
         for s in ("short", "long", "multi-turn", "non-English", "code", "math")
     )
+
+
+@pytest.mark.parametrize(
+    "ask",
+    [
+        "Summarise this article in two sentences:",
+        "Fix the spelling mistakes in this text:",
+        "Fasse diesen Artikel in zwei Sätzen zusammen:",
+    ],
+)
+def test_a_long_easy_paste_stays_on_the_cheap_tier(clf, ask):
+    """Summarising or proof-reading a pasted article is a small model's job, however long the paste."""
+    body = chat(f"{ask}\n\n{ARTICLE}\n\n{ARTICLE.replace('council', 'town board')}")
+    assert routed_tier(clf, body) == 1
+
+
+def test_a_follow_up_after_a_hard_turn_is_not_routed_cheap(clf):
+    """A short follow-up inherits the difficulty of the conversation it continues."""
+    hard = "Let p be a prime greater than 3. Show that p^2 - 1 is divisible by 24."
+    assert routed_tier(clf, chat(hard, "(the answer)", "now prove it")) >= 2
+    assert routed_tier(clf, chat(hard, "(the answer)", "do the same for p^4 - 1")) >= 2

@@ -145,7 +145,7 @@ def start_vllm(model_dir: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
 
 
 def config(args, root: Path, mode: str, target: str, url: str | None) -> dict:
-    rollouts = {"engine": "transformers"}
+    rollouts: dict[str, object] = {"engine": "transformers"}
     if url:
         rollouts = {"engine": "vllm", "vllm": {"url": url, "adapterDir": str(root / "adapters")}}
     return {

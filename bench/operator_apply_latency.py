@@ -78,7 +78,8 @@ class JobWatch(threading.Thread):
 
     def run(self) -> None:
         try:
-            rv = self.api.list_namespaced_job(self.namespace, label_selector=LABEL).metadata.resource_version
+            meta = self.api.list_namespaced_job(self.namespace, label_selector=LABEL).metadata
+            rv = meta.resource_version if meta else None
             self.ready.set()
             while not self.stop_flag:
                 for ev in self.watch.stream(

@@ -148,7 +148,7 @@ class Watch(threading.Thread):
         rv = None
         try:
             while not self.stopped:
-                kw = {"resource_version": rv} if rv else {}
+                kw: dict[str, str] = {"resource_version": rv} if rv else {}
                 for ev in watch.Watch().stream(self.list_fn, timeout_seconds=60, **kw):
                     obj = ev["object"]
                     rv = obj["metadata"]["resourceVersion"]

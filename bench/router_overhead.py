@@ -167,7 +167,7 @@ async def throughput(port: int, model: str, conc: int, seconds: float, path: str
 
 
 def pinned(cpu: str, args: list[str]) -> list[str]:
-    return (["taskset", "-c", cpu] + args) if shutil.which("taskset") and os.cpu_count() > 1 else args
+    return (["taskset", "-c", cpu] + args) if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else args
 
 
 def _alive(proc: subprocess.Popen) -> bool:
@@ -176,9 +176,14 @@ def _alive(proc: subprocess.Popen) -> bool:
     return True
 
 
+def _accepts(port: int) -> bool:
+    socket.create_connection(("127.0.0.1", port), 0.2).close()
+    return True
+
+
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     wait_until(
-        lambda: _alive(proc) and socket.create_connection(("127.0.0.1", port), 0.2).close() is None,
+        lambda: _alive(proc) and _accepts(port),
         timeout,
         f"port {port}",
         ignore=(OSError,),

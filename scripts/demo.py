@@ -69,17 +69,20 @@ def start_backends(host: str) -> list[Backend]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGTERM)
     backends = [Backend(name, DIR, host).start() for name in ("small", "large")]
-    pids.write_text(" ".join(str(b.proc.p.pid) for b in backends))
+    pids.write_text(" ".join(str(b.proc.popen.pid) for b in backends))
     return backends
 
 
 def main() -> None:
     step("Start the local cluster: control plane, two kwok GPU nodes, one real node (containerd, kubelet)")
     cp = ControlPlane.up(DIR)
+    node = cp.node
+    if node is None:
+        raise SystemExit("the demo needs the real node: unset TUNEROUTE_REAL_NODE=0")
     show(cp, "get", "nodes", "-o", "wide", "-L", "nvidia.com/gpu.present")
 
     step("Build the images from their Dockerfiles (buildah, cached) and load them into the real node")
-    images = cp.node.import_images("operator", "router", "trainer")
+    images = node.import_images("operator", "router", "trainer")
     print("\n".join(f"{name}: {ref}" for name, ref in images.items()))
 
     step("helm install the chart, with its image values pointing at those images")
@@ -128,7 +131,8 @@ def main() -> None:
             "lora": {"rank": 8, "alpha": 16},
             "training": {"maxSteps": 60, "learningRate": 0.003, "batchSize": 4, "sequenceLength": 128},
             "checkpoint": {"everySteps": 20},
-            "resources": {"gpus": 0, "cpu": "1", "memory": "3Gi", "sharedMemory": "64Mi"},
+            # 700m: the real node has the machine's 2 CPUs, and examples/' two routers request 500m each.
+            "resources": {"gpus": 0, "cpu": "700m", "memory": "3Gi", "sharedMemory": "64Mi"},
             "output": {"pvc": "local-data"},
             # The parity gate runs vLLM's image, which this local node does not have (and the demo's
             # models are fake servers): the route below serves the adapter unverified, and says so.
@@ -164,7 +168,7 @@ def main() -> None:
         raise SystemExit("the tiny FineTuneJob failed: kubectl describe ftj tiny-support")
 
     step("A route over two models and the new adapter; the models are fake OpenAI servers on this machine")
-    small, large = start_backends(cp.node.host_ip)
+    small, large = start_backends(node.host_ip)
     route = {
         "apiVersion": "tuneroute.io/v1alpha1",
         "kind": "ModelRoute",
@@ -208,7 +212,7 @@ def main() -> None:
         print(f"  -> {reply.parse().choices[0].message.content!r}")
 
     step("What ran where")
-    show(cp, "get", "pods", "-A", "-o", "wide", "--field-selector", f"spec.nodeName={cp.node.name}")
+    show(cp, "get", "pods", "-A", "-o", "wide", "--field-selector", f"spec.nodeName={node.name}")
 
     step("Done")
     print(f"The cluster is still up:   source {DIR}/env && kubectl get tuneroute")

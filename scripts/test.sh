@@ -29,6 +29,7 @@ if [ $# -eq 0 ] || [ "${TUNEROUTE_CHECKS:-}" = 1 ]; then
   ruff format --check --quiet .
   echo "test.sh: mypy (types; about 20 s cold)..." >&2
   mypy
+  mypy scripts/*.py bench/*.py  # the scripts users run: files, not packages, so checked on their own
 fi
 export LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 exec python -m pytest "$@"

@@ -29,6 +29,7 @@ from .features import FEATURE_NAMES, RequestView, features, pasted_instruction
 
 HEAD_PATH = Path(__file__).with_name("head.json")
 _MAX_TOKENS = 160  # a mean-pooled static embedding saturates long before this; p99 < 2 ms
+_CHARS_PER_TOKEN = 4  # tokenise only about what the cap keeps: encoding is most of the cost
 _CONTEXT_EMBED_CHARS = 1000  # the end of the earlier turns: the topic a follow-up leans on
 
 
@@ -54,7 +55,7 @@ class Embedder:
 
     def embed(self, text: str) -> np.ndarray:
         """Unit-norm mean of token vectors (zeros for empty text)."""
-        ids = self.tokenizer.encode(text[: _MAX_TOKENS * 6], add_special_tokens=False).ids[:_MAX_TOKENS]
+        ids = self.tokenizer.encode(text[: _MAX_TOKENS * _CHARS_PER_TOKEN], add_special_tokens=False).ids[:_MAX_TOKENS]
         if not ids:
             return np.zeros(self.dim, dtype=np.float32)
         v = self.table[ids].mean(axis=0)
@@ -124,20 +125,23 @@ class Classifier:
         return embedder.embed(v.context[-_CONTEXT_EMBED_CHARS:])
 
     @staticmethod
-    def turn_embedding(embedder: Embedder, v: RequestView, emb: np.ndarray | None = None) -> np.ndarray:
-        """What the head reads of the newest turn: its instruction alone when it is a short
-        instruction around a long paste (the paste's topic says little about the task), else
-        the whole turn (`emb`, when already computed)."""
+    def turn_embedding(embedder: Embedder, v: RequestView) -> tuple[np.ndarray, np.ndarray]:
+        """What the head reads of the newest turn, and the turn's own embedding. For a short
+        instruction around a long paste the head reads the instruction and the paste together
+        (unit-norm sum of both embeddings): "summarise this" over an article is as hard as
+        summarising, which the paste's topic alone does not say."""
+        whole = embedder.embed(v.text)
         instr = pasted_instruction(v.text)
-        if instr is not None:
-            return embedder.embed(instr)
-        return emb if emb is not None else embedder.embed(v.text)
+        if instr is None:
+            return whole, whole
+        both = whole + embedder.embed(instr)
+        n = float(np.linalg.norm(both))
+        return (both / n if n > 0 else both), whole
 
     def score(self, v: RequestView) -> Scored:
-        emb = self.embedder.embed(v.text)  # route examples and adapter profiles compare against the whole turn
-        x = vectorize(self.turn_embedding(self.embedder, v, emb), self.context_embedding(self.embedder, v), v)
-        p = self.head.probs(x)
-        return Scored(p[0], emb, p)
+        turn, whole = self.turn_embedding(self.embedder, v)
+        p = self.head.probs(vectorize(turn, self.context_embedding(self.embedder, v), v))
+        return Scored(p[0], whole, p)
 
 
 class ExampleIndex:

@@ -33,7 +33,7 @@ def matrix(emb: Embedder, exs: list[dataset.Example]) -> np.ndarray:
     rows = []
     for e in exs:
         v = view_chat(e.body())
-        rows.append(vectorize(Classifier.turn_embedding(emb, v), Classifier.context_embedding(emb, v), v))
+        rows.append(vectorize(Classifier.turn_embedding(emb, v)[0], Classifier.context_embedding(emb, v), v))
     return np.stack(rows)
 
 

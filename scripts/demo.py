@@ -183,6 +183,7 @@ def main() -> None:
                  "tier": 1, "contextWindow": 8192, "pricing": {"inputPerMillion": 0.1, "outputPerMillion": 0.4}},
             ],
             "router": {"replicas": 1, "resources": {"cpu": "100m", "memory": "512Mi"}},
+            "auth": {"mode": "none"},  # a local demo: no API keys
         },
     }  # fmt: skip
     apply(cp, route)

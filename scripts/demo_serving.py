@@ -103,6 +103,7 @@ def _local_objects() -> list[dict]:
             ],
             "dispatch": {"cooldownSeconds": 1},
             "router": {"replicas": 1},
+            "auth": {"mode": "none"},  # a local demo: no API keys
         },
     }
     return [ftj, route]

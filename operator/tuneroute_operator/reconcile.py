@@ -401,7 +401,7 @@ def _modelroute(kube: Kube, settings: Settings, body: dict[str, Any], emit: Emit
     config, refused = None, None
     if any(r.model is not None for r in resolved):
         try:
-            config = route_build.router_config(spec, resolved, keys=spec.api_key_secret is not None)
+            config = route_build.router_config(spec, resolved)
         except ValidationError as e:
             refused = describe(e, "spec")  # a policy that counts on a pending entry: reported, never rewritten
     config_hash = old.get("configHash")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
@@ -12,19 +12,20 @@ class KeysError(ValueError):
     pass
 
 
-def load_keys(path: str) -> frozenset[bytes]:
-    """A directory (one key per file, as a Secret volume mounts it) or a file (one key a line)."""
+def load_keys(path: str) -> dict[bytes, str]:
+    """Each key and its name: a directory (one key per file, as a Secret volume mounts it; the
+    name is the file's, i.e. the Secret's key) or a file (one key a line; named file:line)."""
     p = Path(path)
     try:
         if p.is_dir():
             # Secret volumes hold ..data/..<timestamp> helpers next to the key symlinks
-            texts = [f.read_text() for f in sorted(p.iterdir()) if not f.name.startswith(".") and f.is_file()]
-            keys = [t.strip() for t in texts]
+            named = [(f.name, f.read_text()) for f in sorted(p.iterdir()) if not f.name.startswith(".") and f.is_file()]
         else:
-            keys = [ln.strip() for ln in p.read_text().splitlines() if not ln.lstrip().startswith("#")]
+            lines = enumerate(p.read_text().splitlines(), 1)
+            named = [(f"{p.name}:{i}", ln) for i, ln in lines if not ln.lstrip().startswith("#")]
     except OSError as e:
         raise KeysError(f"auth.apiKeysPath {path}: cannot read keys ({e.strerror or type(e).__name__})") from None
-    out = frozenset(k.encode() for k in keys if k)
+    out = {text.strip().encode(): name for name, text in named if text.strip()}
     if not out:
         raise KeysError(f"auth.apiKeysPath {path}: no API keys found")
     return out
@@ -57,15 +58,31 @@ def presented_key(headers: Mapping[str, str]) -> bytes | None:
     return k.strip().encode() if k else None
 
 
-def allowed(keys: frozenset[bytes] | None, headers: Mapping[str, str]) -> bool:
+OPEN = ""  # the caller of a route without authentication
+
+
+def caller(keys: Mapping[bytes, str] | None, headers: Mapping[str, str]) -> str | None:
+    """The name of the key a request presents (OPEN when no keys are configured); None: refused."""
+    if keys is None:
+        return OPEN
+    return identify(keys, presented_key(headers))
+
+
+def allowed(keys: Mapping[bytes, str] | None, headers: Mapping[str, str]) -> bool:
     """Whether a request with these headers may pass (always, when no keys are configured)."""
-    return keys is None or check(keys, presented_key(headers))
+    return caller(keys, headers) is not None
 
 
-def check(keys: frozenset[bytes], presented: bytes | None) -> bool:
+def identify(keys: Mapping[bytes, str], presented: bytes | None) -> str | None:
     if presented is None:
-        return False
-    ok = False
-    for k in keys:  # no early exit: the time taken does not depend on which key matched
-        ok |= hmac.compare_digest(k, presented)
-    return ok
+        return None
+    found = None
+    for k, name in keys.items():  # no early exit: the time taken does not depend on which key matched
+        if hmac.compare_digest(k, presented):
+            found = name
+    return found
+
+
+def may_use(allowed_models: Mapping[str, Sequence[str]], who: str, model: str) -> bool:
+    """Whether key `who` may ask for `model` (a key without an allow-list may ask for any)."""
+    return who not in allowed_models or model in allowed_models[who]

@@ -266,6 +266,9 @@ def check_route(pool: Sequence[PoolMember], policy: Policy, routed: str, routed_
 
 
 class Auth(ApiModel):
+    """Client authentication as the router applies it. A ModelRoute says it explicitly (its
+    spec.auth: an API key Secret, or mode none); the operator renders it into this."""
+
     api_keys_path: str | None = Field(
         None,
         description=(
@@ -273,6 +276,18 @@ class Auth(ApiModel):
             "key per line. Unset: no authentication."
         ),
     )
+    allowed_models: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Per API key, by its name (its file in apiKeysPath, i.e. its key in the Secret): the only "
+        "models it may ask for (the virtual model, pool names); others get a 403 model_not_allowed. "
+        "A key not listed may ask for every model.",
+    )
+
+    @model_validator(mode="after")
+    def _keys_for_lists(self) -> Auth:
+        if self.allowed_models and self.api_keys_path is None:
+            raise FieldError("allowedModels", "needs apiKeysPath: without keys there is no caller to restrict")
+        return self
 
 
 class Dispatch(ApiModel):

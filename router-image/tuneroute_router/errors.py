@@ -25,3 +25,8 @@ def error_response(
 
 def unauthorized() -> Response:
     return error_response(401, "missing or invalid API key", "authentication_error", "invalid_api_key")
+
+
+def model_not_allowed(who: str, model: str, allowed: list[str]) -> Response:
+    message = f"API key '{who}' may not use model '{model}'; it may use: {', '.join(allowed) or 'no model'}"
+    return error_response(403, message, "permission_error", "model_not_allowed", "model")

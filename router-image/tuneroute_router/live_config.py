@@ -31,7 +31,7 @@ class State:
 
     cfg: RouterConfig
     backends: dict[str, Backend]  # live circuit and concurrency state, kept across reloads
-    keys: frozenset[bytes] | None  # None: no authentication
+    keys: dict[bytes, str] | None  # key -> its name; None: no authentication
     examples: ExampleIndex | None  # the route's example prompts, embedded (needs the classifier)
     strongest: PoolModel  # baseline for "cost saved"
     signature: tuple  # (config file hash, keys mount signature) this state was built from

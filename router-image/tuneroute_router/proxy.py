@@ -16,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from . import auth, decision_log, policy
 from .accounting import Accounting, Usage, usage_of_body
 from .dispatch import Dispatcher, Failed, Served
-from .errors import JSON, error_response, unauthorized
+from .errors import JSON, error_response, model_not_allowed, unauthorized
 from .features import RequestView
 from .live_config import LiveConfig, State
 from .metrics import Metrics
@@ -73,7 +73,8 @@ class Proxy:
         t0 = time.perf_counter()
         st = self.live.state  # one config for the whole request, even if a reload swaps it meanwhile
         cfg = st.cfg
-        if not auth.allowed(st.keys, request.headers):
+        who = auth.caller(st.keys, request.headers)
+        if who is None:
             return unauthorized()
         try:
             async with asyncio.timeout(cfg.server.body_timeout_seconds):
@@ -90,6 +91,8 @@ class Proxy:
         body = parse(raw, cfg.server, endpoint)
         if isinstance(body, Response):
             return body
+        if not auth.may_use(cfg.auth.allowed_models, who, body["model"]):
+            return model_not_allowed(who, body["model"], cfg.auth.allowed_models[who])
         view = viewer(body)
         try:
             decision, classify_s = self._decide(st, body["model"], view, body)

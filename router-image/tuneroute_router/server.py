@@ -50,6 +50,8 @@ class Router:
         self.metrics = Metrics()
         self.live = LiveConfig(config_path, self.metrics)  # raises ConfigError / KeysError
         self._proxy: Proxy | None = None  # needs an HTTP client session, made at startup
+        if self.live.state.keys is None:
+            log.warning("authentication is off (no auth.apiKeysPath): whoever reaches this router may use every model")
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
@@ -117,12 +119,17 @@ class Router:
 
     async def models(self, request: Request) -> Response:
         st = self.live.state
-        if not auth.allowed(st.keys, request.headers):
+        who = auth.caller(st.keys, request.headers)
+        if who is None:
             return unauthorized()
-        data = [{"id": st.cfg.virtual_model, "object": "model", "created": 0, "owned_by": "tuneroute"}]
+        may_use = st.cfg.auth.allowed_models  # a key with an allow-list sees only what it may use
+        data: list[dict[str, object]] = []
+        if auth.may_use(may_use, who, st.cfg.virtual_model):
+            data.append({"id": st.cfg.virtual_model, "object": "model", "created": 0, "owned_by": "tuneroute"})
         data += [
             {"id": m.name, "object": "model", "created": 0, "owned_by": "tuneroute", "tier": m.tier}
             for m in st.cfg.pool
+            if auth.may_use(may_use, who, m.name)
         ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
 

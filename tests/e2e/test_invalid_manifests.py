@@ -120,7 +120,7 @@ def test_null_for_an_optional_field_is_accepted_by_server_side_apply(control_pla
             setp("spec.training.maxSteps", None),
         ],
         "mroute": [
-            setp("spec.apiKeySecret", None),
+            setp("spec.pool.0.model", None),
             setp("spec.router.image", None),
             setp("spec.policy.thresholds", None),
             setp("spec.policy.defaultModel", None),

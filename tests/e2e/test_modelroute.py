@@ -169,8 +169,9 @@ def test_a_stored_spec_the_router_refuses_sets_a_failed_condition_once(control_p
 
 def test_api_keys_come_from_the_secret_mounted_into_the_router(control_plane, operator, namespace):
     cp = control_plane
-    route = small_route()
-    route["spec"]["apiKeySecret"] = {"name": "router-keys"}
+    route = small_route(
+        auth={"apiKeySecret": {"name": "router-keys"}, "allowedModels": [{"key": "a", "models": ["auto"]}]}
+    )
     apply(cp, namespace, route)
     dep = created(cp, "deployments", namespace, "assistant-router")
     volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
@@ -178,6 +179,7 @@ def test_api_keys_come_from_the_secret_mounted_into_the_router(control_plane, op
     config = _router_config(cp, namespace, "assistant")
     mount = next(m for m in dep["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] if m["name"] == "keys")
     assert config.auth.api_keys_path == mount["mountPath"]
+    assert config.auth.allowed_models == {"a": ["auto"]}
 
 
 def test_deleting_the_route_deletes_router_objects(control_plane, operator, namespace):

@@ -46,6 +46,7 @@ def _route(small_url: str, large_url: str, mode: str = "balanced") -> dict:
             "pool": pool,
             "policy": {"mode": mode},
             "router": {"replicas": 1, "resources": {"cpu": "50m", "memory": "512Mi"}},
+            "auth": {"mode": "none"},
         },
     }
 

@@ -61,7 +61,8 @@ def test_an_adapter_vllm_would_misread_fails_the_gate_by_name_and_the_route_leav
                     "tier": 1,
                     "contextWindow": 256,
                 },
-            ]
+            ],
+            "auth": {"mode": "none"},
         },
     }
     apply(cp, namespace, route)

@@ -66,6 +66,7 @@ def _route() -> dict:
             ],
             # a restarting vLLM opens the circuits; a short cooldown lets the first request after it through
             "dispatch": {"retries": 1, "failureThreshold": 2, "cooldownSeconds": 1, "connectTimeoutSeconds": 2},
+            "auth": {"mode": "none"},
         },
     }
 

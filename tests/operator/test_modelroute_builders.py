@@ -81,9 +81,9 @@ def test_a_policy_naming_a_pending_entry_is_refused_never_rewritten(route_body):
     route_body["spec"]["policy"]["fallbackOrder"] = ["qwen3-support", "qwen3-235b-a22b"]
     spec = ModelRouteSpec.model_validate(route_body["spec"])
     with pytest.raises(ValidationError) as e:
-        build.router_config(spec, _resolve(route_body, {"qwen3-support": None}), keys=False)
+        build.router_config(spec, _resolve(route_body, {"qwen3-support": None}))
     assert describe(e.value) == "policy.defaultModel: must name a pool entry"
-    ready = build.router_config(spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}), keys=True)
+    ready = build.router_config(spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}))
     assert ready.policy == spec.policy and ready.auth.api_keys_path == build.KEYS_DIR
 
 
@@ -94,15 +94,15 @@ def test_thresholds_are_kept_as_written_and_refused_while_a_whole_tier_is_pendin
     route_body["spec"]["policy"]["thresholds"] = [0.4, 0.8]
     spec = ModelRouteSpec.model_validate(route_body["spec"])
     with pytest.raises(ValidationError) as e:
-        build.router_config(spec, _resolve(route_body, {"qwen3-support": None}), keys=False)
+        build.router_config(spec, _resolve(route_body, {"qwen3-support": None}))
     assert describe(e.value).startswith("policy.thresholds: needs one cut point fewer")
-    ready = build.router_config(spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}), keys=False)
+    ready = build.router_config(spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}))
     assert ready.policy.thresholds == [0.4, 0.8]
 
 
 def test_a_policy_that_does_not_name_pending_entries_is_served_over_the_ready_ones(route_body):
     spec = ModelRouteSpec.model_validate(route_body["spec"])
-    config = build.router_config(spec, _resolve(route_body, {"qwen3-support": None}), keys=False)
+    config = build.router_config(spec, _resolve(route_body, {"qwen3-support": None}))
     assert [m.name for m in config.pool] == ["qwen3-4b", "qwen3-30b-a3b", "qwen3-235b-a22b"]
     assert config.policy == spec.policy
 
@@ -136,11 +136,27 @@ def test_the_routes_server_limits_reach_the_router_config(route_body):
     """spec.server is the router's own Server model: what the route sets is what the router reads."""
     route_body["spec"]["server"] = {"maxInFlight": 8, "maxJsonElements": 5000, "headerTimeoutSeconds": 2}
     spec = ModelRouteSpec.model_validate(route_body["spec"])
-    config = build.router_config(spec, _resolve(route_body, {"qwen3-support": None}), keys=False)
+    config = build.router_config(spec, _resolve(route_body, {"qwen3-support": None}))
     rendered = yaml.safe_load(build.configmap(Owner.of(route_body), config)["data"]["router.yaml"])
     assert rendered["server"] | {"maxInFlight": 8, "maxJsonElements": 5000} == rendered["server"]
     assert parse_config(rendered).server == spec.server
     assert (spec.server.max_body_bytes, spec.server.max_header_bytes) == (4 * 1024 * 1024, 32 * 1024)  # defaults
+
+
+def test_auth_is_rendered_as_the_route_states_it(route_body):
+    """The example names its keys Secret and an allow-list; `mode: none` written out is the only
+    way to an open router (an omitted auth is refused: tuneroute_testing.manifests)."""
+    spec = ModelRouteSpec.model_validate(route_body["spec"])
+    config = build.router_config(spec, _resolve(route_body, {"qwen3-support": None}))
+    assert config.auth.api_keys_path == build.KEYS_DIR
+    assert config.auth.allowed_models == {"support-team": ["auto", "qwen3-support"]}
+    pod = build.deployment(Owner.of(route_body), spec, Settings(), "hash")["spec"]["template"]["spec"]
+    assert {"name": "keys", "secret": {"secretName": "router-keys"}} in pod["volumes"]
+    route_body["spec"]["auth"] = {"mode": "none"}
+    spec = ModelRouteSpec.model_validate(route_body["spec"])
+    assert build.router_config(spec, _resolve(route_body, {"qwen3-support": None})).auth.api_keys_path is None
+    pod = build.deployment(Owner.of(route_body), spec, Settings(), "hash")["spec"]["template"]["spec"]
+    assert "keys" not in {v["name"] for v in pod["volumes"]}
 
 
 def test_config_checksum_is_on_the_deployment_not_the_pod_template(route_body):

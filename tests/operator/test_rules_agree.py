@@ -144,7 +144,7 @@ def config_load(kind: str, spec: dict) -> ValidationError | None:
         else:
             route = ModelRouteSpec.model_validate(spec)
             jobs = {e.backend.fine_tune_job.name: SUCCEEDED for e in route.pool if e.backend.fine_tune_job}
-            route_build.router_config(route, route_build.resolve(OWNER, route, jobs), keys=False)
+            route_build.router_config(route, route_build.resolve(OWNER, route, jobs))
     except ValidationError as e:
         return e
     return None

@@ -33,7 +33,8 @@ def _route(**vllm_spec) -> ModelRouteSpec:
                     "tier": 2,
                     "contextWindow": 32768,
                 },
-            ]
+            ],
+            "auth": {"mode": "none"},
         }
     )
 
@@ -122,7 +123,7 @@ def test_readiness_comes_from_the_deployment_and_shows_in_backend_status():
     assert (rows["qwen3-30b-a3b"].ready, rows["qwen3-30b-a3b"].reason) == (True, "VllmReady")
     assert rows["support"].ready is True
     # both stay in the router's config while vLLM (re)starts: the router's circuits handle it
-    config = build.router_config(spec, starting, keys=False)
+    config = build.router_config(spec, starting)
     assert {m.name for m in config.pool} == {"qwen3-30b-a3b", "support"}
 
 

@@ -33,9 +33,8 @@ def router(tmp_mod, backends):
     (keys / "team-a").write_text(KEY + "\n")
     (keys / "team-b").write_text("sk-other\n")
     (keys / "..data").mkdir()  # Secret volume internals are not keys
-    r = start_router(
-        tmp_mod, base_config(*backends, auth={"apiKeysPath": str(keys)}, server={"maxBodyBytes": 64 * 1024})
-    )
+    auth = {"apiKeysPath": str(keys), "allowedModels": {"team-b": ["auto", "small"]}}
+    r = start_router(tmp_mod, base_config(*backends, auth=auth, server={"maxBodyBytes": 64 * 1024}))
     yield r
     r.proc.stop()
 
@@ -118,6 +117,21 @@ def test_missing_or_wrong_key_is_401_and_never_logged(router):
     assert ok.status_code == 200
     log = router.log_path.read_text()
     assert KEY not in log and "sk-other" not in log and "sk-wrong" not in log
+
+
+def test_a_key_with_an_allow_list_gets_a_403_naming_the_model_it_may_not_use(router):
+    """team-b's key may use auto and small only: asking for large is a 403 the openai client
+    raises as PermissionDeniedError, and /v1/models lists what the key may use."""
+    limited = openai.OpenAI(base_url=router.base + "/v1", api_key="sk-other", max_retries=0, timeout=30)
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        ask(limited, EASY, model="large")
+    err = e.value.body
+    assert err["code"] == "model_not_allowed" and err["param"] == "model"
+    assert err["message"] == "API key 'team-b' may not use model 'large'; it may use: auto, small"
+    assert ask(limited, EASY)[0].model == "small"
+    assert [m.id for m in limited.models.list()] == ["auto", "small"]
+    unlimited = openai.OpenAI(base_url=router.base + "/v1", api_key=KEY, max_retries=0, timeout=30)
+    assert ask(unlimited, EASY, model="large")[0].model == "large"
 
 
 @pytest.mark.parametrize(

@@ -70,8 +70,8 @@ def test_rotated_keys_apply_and_unreadable_ones_keep_the_old(tmp_path):
     keys = tmp_path / "keys"
     keys.write_text("sk-old\n")
     live = _live(tmp_path, auth={"apiKeysPath": str(keys)})
-    assert live.state.keys == {b"sk-old"}
+    assert set(live.state.keys or ()) == {b"sk-old"}
     keys.write_text("sk-new\nsk-newer\n")
-    assert live.reload() is True and live.state.keys == {b"sk-new", b"sk-newer"}
+    assert live.reload() is True and set(live.state.keys or ()) == {b"sk-new", b"sk-newer"}
     keys.write_text("# only a comment\n")
-    assert live.reload() is False and live.state.keys == {b"sk-new", b"sk-newer"}
+    assert live.reload() is False and set(live.state.keys or ()) == {b"sk-new", b"sk-newer"}

@@ -8,15 +8,16 @@ a ModelRoute has (backends) are here, CEL and Python side by side.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from tuneroute_router.config import ROUTE_RULES, Dispatch, HttpUrl, Policy, PoolMember, Server, check_route
-from tuneroute_trainer.contract import Rule, check, rules
+from tuneroute_trainer.contract import Matches, Rule, check, rules
 
 from .common import (
     DNS_SUBDOMAIN,
+    SECRET_KEY,
     ApiModel,
     Condition,
     Image,
@@ -142,6 +143,66 @@ class PoolEntry(PoolMember):
     backend: BackendRef = Field(description="Where requests for this model go.")
 
 
+# Authentication is a choice the route states: an API key Secret, or `mode: none` written out.
+API_KEYS_UNLESS_OPEN = Rule(
+    "self.mode == 'none' || has(self.apiKeySecret)",
+    "required unless mode is none: name the Secret holding the API keys clients must send, or write "
+    "auth: {mode: none} to serve this route to anyone who can reach it",
+    "apiKeySecret",
+)
+AUTH_STATED = Rule(
+    "has(self.auth)",
+    "required: set auth.apiKeySecret (the Secret holding the API keys clients must send), or write "
+    "auth: {mode: none} to serve this route to anyone who can reach it",
+    "auth",
+)
+OPEN_HAS_NO_KEYS = Rule(
+    "self.mode != 'none' || (!has(self.apiKeySecret) && (!has(self.allowedModels) || size(self.allowedModels) == 0))",
+    "none serves without authentication: apiKeySecret and allowedModels must be unset",
+    "mode",
+)
+
+
+class KeyModels(ApiModel):
+    key: Annotated[str, Field(max_length=253), Matches(SECRET_KEY)] = Field(
+        description="A key of apiKeySecret (its name in the Secret, not the API key itself)."
+    )
+    models: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        min_length=1,
+        max_length=33,
+        description="The only models this key may ask for: the route's model (auto) and pool entry names.",
+    )
+
+
+class RouteAuth(ApiModel):
+    """How clients authenticate. There is no silent open default: without apiKeySecret the route
+    is refused unless `mode: none` says it is meant to be open."""
+
+    model_config = rules(API_KEYS_UNLESS_OPEN, OPEN_HAS_NO_KEYS)
+
+    mode: Literal["apiKey", "none"] = Field(
+        "apiKey",
+        description="apiKey: clients must send one of apiKeySecret's keys (Authorization: Bearer, x-api-key). "
+        "none: no authentication; anyone who can reach the route's Service may use every model.",
+    )
+    api_key_secret: SecretRef | None = Field(
+        None, description="Secret whose values are the API keys clients may send (one client per Secret key)."
+    )
+    allowed_models: list[KeyModels] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Per key of apiKeySecret, the only models it may ask for (403 model_not_allowed for "
+        "others). Keys not listed may ask for every model.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["key"]},
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> RouteAuth:
+        check(self.mode == "none" or self.api_key_secret is not None, API_KEYS_UNLESS_OPEN)
+        check(self.mode != "none" or (self.api_key_secret is None and not self.allowed_models), OPEN_HAS_NO_KEYS)
+        return self
+
+
 class RouterResources(ApiModel):
     cpu: Quantity = Field("500m", description="CPU request per router replica.")
     memory: Quantity = Field("512Mi", description="Memory request and limit per router replica.")
@@ -154,7 +215,7 @@ class RouterSpec(ApiModel):
 
 
 class ModelRouteSpec(ApiModel):
-    model_config = rules(ADAPTER_BASE_IN_POOL, *ROUTE_RULES)
+    model_config = rules(ADAPTER_BASE_IN_POOL, AUTH_STATED, *ROUTE_RULES)
 
     model: str = Field(
         "auto",
@@ -177,9 +238,9 @@ class ModelRouteSpec(ApiModel):
         description="What one client may cost a router replica: body, header and in-flight limits, read "
         "timeouts; and prompt logging. Changes apply without a restart.",
     )
-    api_key_secret: SecretRef | None = Field(
-        None,
-        description="Secret whose keys are the API keys clients must send (Authorization: Bearer). Unset: no authentication.",
+    # No default: an omitted auth is refused (AUTH_STATED), never an open router.
+    auth: RouteAuth | None = Field(
+        None, description="Client authentication: apiKeySecret, or mode none written out (required)."
     )
     router: RouterSpec = Field(default_factory=RouterSpec, description="The router Deployment.")
 
@@ -189,6 +250,7 @@ class ModelRouteSpec(ApiModel):
         for i, e in enumerate(self.pool):
             ref = e.backend.fine_tune_job
             check(ref is None or ref.base in bases, ADAPTER_BASE_IN_POOL, f"pool[{i}]")
+        check(self.auth is not None, AUTH_STATED)
         check_route(self.pool, self.policy, self.model)
         return self
 

@@ -177,7 +177,15 @@ def with_availability(resolved: list[Resolved], deployments: dict[str, dict[str,
     return out
 
 
-def router_config(spec: ModelRouteSpec, resolved: list[Resolved], keys: bool) -> RouterConfig:
+def router_auth(spec: ModelRouteSpec) -> Auth:
+    """The route's auth as the router reads it: the Secret's mount, and its keys' allow-lists."""
+    auth = spec.auth
+    if auth is None or auth.api_key_secret is None:
+        return Auth()  # mode none, as the spec says in so many words (ModelRouteSpec refuses it otherwise)
+    return Auth(api_keys_path=KEYS_DIR, allowed_models={a.key: a.models for a in auth.allowed_models})
+
+
+def router_config(spec: ModelRouteSpec, resolved: list[Resolved]) -> RouterConfig:
     """The router's config over the ready entries, with the route's policy as the user wrote it.
 
     Raises pydantic's ValidationError where the router would refuse that config. The spec itself
@@ -192,7 +200,7 @@ def router_config(spec: ModelRouteSpec, resolved: list[Resolved], keys: bool) ->
         policy=spec.policy,
         dispatch=spec.dispatch,
         server=spec.server,
-        auth=Auth(api_keys_path=KEYS_DIR if keys else None),
+        auth=router_auth(spec),
     )
 
 
@@ -219,8 +227,8 @@ def deployment(owner: Owner, spec: ModelRouteSpec, settings: Settings, config_ha
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    if spec.api_key_secret:
-        volumes.append({"name": "keys", "secret": {"secretName": spec.api_key_secret.name}})
+    if spec.auth and spec.auth.api_key_secret:
+        volumes.append({"name": "keys", "secret": {"secretName": spec.auth.api_key_secret.name}})
         mounts.append({"name": "keys", "mountPath": KEYS_DIR, "readOnly": True})
     res = spec.router.resources
     probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 3}

@@ -59,10 +59,11 @@ def hostpath_volume(name: str, path: str, namespace: str, claim: str) -> dict[st
 def small_route(name: str = "assistant", **spec: Any) -> dict[str, Any]:
     """examples/20-modelroute with a small CPU request per router pod: the real node where the
     router pods run has 2 cores, and a test's namespace may still be terminating the last
-    test's routers."""
+    test's routers. Open (auth mode none): its router pods need no keys Secret to start."""
     route = example("20-modelroute")
     route["metadata"] = {"name": name}
     route["spec"]["router"] = {**route["spec"].get("router", {}), "resources": {"cpu": "50m", "memory": "512Mi"}}
+    route["spec"]["auth"] = {"mode": "none"}
     route["spec"].update(spec)
     return route
 

@@ -442,6 +442,35 @@ CASES = [
         r"metadata\.name",
         "at most 50 characters|may not be more than 50",
     ),
+    # ---- authentication is stated, never an open default (issue 11) ----
+    Case(
+        "mroute-auth-unset",
+        "mroute",
+        delp("spec.auth"),
+        r"spec\.auth",
+        r"required: set auth\.apiKeySecret .*, or write auth: \{mode: none\}",
+    ),
+    Case(
+        "mroute-auth-empty",
+        "mroute",
+        setp("spec.auth", {}),
+        r"spec\.auth\.apiKeySecret",
+        "required unless mode is none",
+    ),
+    Case(
+        "mroute-auth-none-with-secret",
+        "mroute",
+        setp("spec.auth.mode", "none"),
+        r"spec\.auth\.mode",
+        "none serves without authentication: apiKeySecret and allowedModels must be unset",
+    ),
+    Case(
+        "mroute-auth-mode-open",
+        "mroute",
+        setp("spec.auth.mode", "open"),
+        r"spec\.auth\.mode",
+        r'supported values: "apiKey", "none"',
+    ),
     # ---- the router's own cross-field checks (tuneroute_router.config), restated as CEL ----
     Case(
         "mroute-thresholds-descending",

@@ -31,6 +31,19 @@ def load_keys(path: str) -> dict[bytes, str]:
     return out
 
 
+def load_backend_key(path: str, where: str) -> str:
+    """The API key a backend expects, from its mounted Secret key (`where` names the config field)."""
+    try:
+        key = Path(path).read_text().strip()
+    except OSError as e:
+        raise KeysError(
+            f"{where} {path}: cannot read the backend's API key ({e.strerror or type(e).__name__})"
+        ) from None
+    if not key or any(c in key for c in "\r\n"):
+        raise KeysError(f"{where} {path}: must hold one API key on one line")
+    return key
+
+
 def keys_signature(path: str | None) -> tuple:
     """Cheap change detector for the keys mount (names, sizes, mtimes)."""
     if path is None:

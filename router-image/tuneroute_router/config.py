@@ -199,6 +199,12 @@ class PoolModel(PoolMember):
             "this model, if it beat its base on held-out data."
         ),
     )
+    api_key_path: str | None = Field(
+        None,
+        max_length=1024,
+        description="File holding the API key sent to this backend as Authorization: Bearer (a mounted Secret "
+        "key; re-read when it changes). The key itself never goes into the config.",
+    )
 
     @property
     def backend_model(self) -> str:

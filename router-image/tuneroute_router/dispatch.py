@@ -25,12 +25,15 @@ from .metrics import Metrics
 
 log = logging.getLogger("tuneroute.dispatch")
 
+_JSON_HEADERS = {"content-type": JSON}
+
 
 class Backend:
     """Live state of one pool model; survives config reloads while its identity is unchanged."""
 
-    def __init__(self, m: PoolModel, d: Dispatch):
+    def __init__(self, m: PoolModel, d: Dispatch, key: str | None = None):
         self.model = m
+        self.headers = _headers(key)
         self.circuit = Circuit(d.failure_threshold, d.cooldown_seconds)
         self.gate = Gate(m.max_concurrency)
         self.adapter_loaded = m.adapter is None
@@ -40,20 +43,29 @@ class Backend:
     def identity(m: PoolModel) -> tuple:
         return (m.name, m.url, m.backend_model, m.max_concurrency, m.adapter)
 
-    def update(self, m: PoolModel, d: Dispatch) -> None:
-        self.model = m  # same identity; prices/tier/timeouts may change
+    def update(self, m: PoolModel, d: Dispatch, key: str | None) -> None:
+        self.model = m  # same identity; prices/tier/timeouts (and a rotated key) may change
+        self.headers = _headers(key)
         self.circuit.threshold, self.circuit.cooldown = d.failure_threshold, d.cooldown_seconds
 
 
-def sync_backends(old: dict[str, Backend], pool: list[PoolModel], d: Dispatch) -> dict[str, Backend]:
-    """Backends for a new pool, keeping circuit and gate state of unchanged models."""
+def _headers(key: str | None) -> dict[str, str]:
+    return _JSON_HEADERS if key is None else {**_JSON_HEADERS, "authorization": f"Bearer {key}"}
+
+
+def sync_backends(
+    old: dict[str, Backend], pool: list[PoolModel], d: Dispatch, keys: dict[str, str] | None = None
+) -> dict[str, Backend]:
+    """Backends for a new pool, keeping circuit and gate state of unchanged models. `keys`: the API
+    key each backend expects, by pool model name."""
+    keys = keys or {}
     out = {}
     for m in pool:
         b = old.get(m.name)
         if b is not None and Backend.identity(b.model) == Backend.identity(m):
-            b.update(m, d)
+            b.update(m, d, keys.get(m.name))
         else:
-            b = Backend(m, d)
+            b = Backend(m, d, keys.get(m.name))
         out[m.name] = b
     return out
 
@@ -85,9 +97,6 @@ class Failed:
     @property
     def model_name(self) -> str | None:
         return self.last_model
-
-
-_JSON_HEADERS = {"content-type": JSON}
 
 
 class AdapterLoadError(Exception):
@@ -144,7 +153,7 @@ class Dispatcher:
             async with self.session.post(
                 b.model.url.rstrip("/") + "/load_lora_adapter",
                 data=orjson.dumps({"lora_name": a.name, "lora_path": a.path}),
-                headers={"content-type": "application/json"},
+                headers=b.headers,
                 timeout=aiohttp.ClientTimeout(total=b.model.timeout_seconds, sock_connect=d.connect_timeout_seconds),
             ) as r:
                 text = await r.text()
@@ -155,14 +164,14 @@ class Dispatcher:
                 return
             raise AdapterLoadError(f"load_lora_adapter on {b.model.name}: {r.status} {text[:200]}")
 
-    async def _post(self, m: PoolModel, path: str, payload: bytes, stream: bool, d: Dispatch, deadline: float):
-        left = deadline - time.monotonic()
+    async def _post(self, b: Backend, path: str, payload: bytes, stream: bool, d: Dispatch, deadline: float):
+        m, left = b.model, deadline - time.monotonic()
         # The deadline bounds the wait for an answer (a stream's first bytes), not a stream.
         return await asyncio.wait_for(
             self.session.post(
                 m.url.rstrip("/") + path,
                 data=payload,
-                headers=_JSON_HEADERS,
+                headers=b.headers,
                 timeout=aiohttp.ClientTimeout(
                     total=None if stream else min(m.timeout_seconds, max(left, 0.001)),
                     sock_connect=d.connect_timeout_seconds,
@@ -212,7 +221,7 @@ class Dispatcher:
             keep_gate = False
             try:
                 await self._ensure_adapter(b, d)
-                resp = await self._post(m, path, payload, stream, d, deadline)
+                resp = await self._post(b, path, payload, stream, d, deadline)
                 answer: bytes | None = None
                 if resp.status == 404:
                     answer = await resp.read()
@@ -222,7 +231,7 @@ class Dispatcher:
                         log.warning("backend %s lost adapter %s: loading it again", m.name, m.adapter.name)
                         b.adapter_loaded = False
                         await self._ensure_adapter(b, d)
-                        resp = await self._post(m, path, payload, stream, d, deadline)
+                        resp = await self._post(b, path, payload, stream, d, deadline)
                         answer = None
                         if resp.status == 404:
                             answer = await resp.read()

@@ -34,7 +34,7 @@ class State:
     keys: dict[bytes, str] | None  # key -> its name; None: no authentication
     examples: ExampleIndex | None  # the route's example prompts, embedded (needs the classifier)
     strongest: PoolModel  # baseline for "cost saved"
-    signature: tuple  # (config file hash, keys mount signature) this state was built from
+    signature: tuple  # (config file hash, key files' signatures) this state was built from
     adapters: AdapterMatcher | None = None  # the route's adapters' routing profiles (needs the classifier)
 
 
@@ -63,6 +63,14 @@ def adapter_matcher(cfg: RouterConfig, clf: Classifier | None) -> AdapterMatcher
     return AdapterMatcher.build(profiles, clf.embedder) if profiles else None
 
 
+def _key_files(cfg: RouterConfig | None) -> tuple:
+    """Signatures of the key files a config reads: the clients' keys, each backend's key."""
+    if cfg is None:
+        return ()
+    paths = [cfg.auth.api_keys_path] + [m.api_key_path for m in cfg.pool if m.api_key_path]
+    return tuple(auth.keys_signature(p) for p in paths)
+
+
 class LiveConfig:
     def __init__(self, path: str | Path, metrics: Metrics):
         self.path = Path(path)
@@ -72,25 +80,31 @@ class LiveConfig:
         # Fail fast at start: a pod with an unusable config should crash, not serve.
         self.state = self._build(self._signature(None), None)
 
-    def _signature(self, keys_path: str | None) -> tuple:
+    def _signature(self, cfg: RouterConfig | None) -> tuple:
+        """The config file's hash, and the signatures of the key files `cfg` (the config in effect) reads."""
         try:
             digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
         except OSError:
             return ("unreadable",)
-        return (digest, auth.keys_signature(keys_path))
+        return (digest, *_key_files(cfg))
 
     def _build(self, signature: tuple, old: State | None) -> State:
         cfg = load_config(self.path)
         keys = auth.load_keys(cfg.auth.api_keys_path) if cfg.auth.api_keys_path else None
-        backends = sync_backends(old.backends if old else {}, cfg.pool, cfg.dispatch)
-        # the signature again with this config's keys path, so that key rotation is noticed
-        sig = (signature[0], auth.keys_signature(cfg.auth.api_keys_path))
+        backend_keys = {
+            m.name: auth.load_backend_key(m.api_key_path, f"pool[{i}].apiKeyPath")
+            for i, m in enumerate(cfg.pool)
+            if m.api_key_path
+        }
+        backends = sync_backends(old.backends if old else {}, cfg.pool, cfg.dispatch, backend_keys)
+        # the signature again with this config's key files, so that key rotation is noticed
+        sig = (signature[0], *_key_files(cfg))
         clf = self.classifier
         return State(cfg, backends, keys, examples_index(cfg, clf), strongest(cfg.pool), sig, adapter_matcher(cfg, clf))
 
     def reload(self, force: bool = False) -> bool | None:
         """Reload when the file or keys changed. True: swapped; False: refused; None: unchanged."""
-        sig = self._signature(self.state.cfg.auth.api_keys_path)
+        sig = self._signature(self.state.cfg)
         if not force and sig in (self.state.signature, self._refused):
             return None
         try:

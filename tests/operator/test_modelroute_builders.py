@@ -159,6 +159,39 @@ def test_auth_is_rendered_as_the_route_states_it(route_body):
     assert "keys" not in {v["name"] for v in pod["volumes"]}
 
 
+def test_backend_api_keys_reach_the_router_as_mounted_files_never_as_values(route_body):
+    """An entry's backend.apiKey is mounted into the router pods (a projected volume, one file per
+    Secret key) and the config names the file; an adapter entry uses its base entry's key."""
+    route_body["spec"]["pool"][0]["backend"]["apiKey"] = {"name": "vllm-keys", "key": "small"}
+    route_body["spec"]["pool"][1]["backend"]["apiKey"] = {"name": "vllm-keys", "key": "mid"}
+    route_body["spec"]["pool"][3]["backend"]["apiKey"] = {"name": "hosted", "key": "token"}
+    spec = ModelRouteSpec.model_validate(route_body["spec"])
+    config = build.router_config(spec, _resolve(route_body, {"qwen3-support": SUCCEEDED}))
+    paths = {m.name: m.api_key_path for m in config.pool}
+    assert paths == {
+        "qwen3-4b": "/etc/tuneroute-backend-keys/vllm-keys/small",
+        "qwen3-30b-a3b": "/etc/tuneroute-backend-keys/vllm-keys/mid",
+        "qwen3-support": "/etc/tuneroute-backend-keys/vllm-keys/mid",  # served by its base
+        "qwen3-235b-a22b": "/etc/tuneroute-backend-keys/hosted/token",
+    }
+    pod = build.deployment(Owner.of(route_body), spec, Settings(), "hash")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "backend-keys")
+    assert volume["projected"]["sources"] == [
+        {"secret": {"name": "hosted", "items": [{"key": "token", "path": "hosted/token"}]}},
+        {
+            "secret": {
+                "name": "vllm-keys",
+                "items": [{"key": "mid", "path": "vllm-keys/mid"}, {"key": "small", "path": "vllm-keys/small"}],
+            }
+        },
+    ]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "backend-keys")
+    assert mount == {"name": "backend-keys", "mountPath": "/etc/tuneroute-backend-keys", "readOnly": True}
+    del route_body["spec"]["pool"][3]["backend"]["apiKey"]
+    spec = ModelRouteSpec.model_validate(route_body["spec"])
+    assert build.router_config(spec, _resolve(route_body, {})).pool[-1].api_key_path is None
+
+
 def test_config_checksum_is_on_the_deployment_not_the_pod_template(route_body):
     owner = Owner.of(route_body)
     spec = ModelRouteSpec.model_validate(route_body["spec"])

@@ -146,3 +146,21 @@ def test_the_charts_vllm_image_is_the_version_the_tests_run():
     values = yaml.safe_load((REPO / "charts" / "tuneroute" / "values.yaml").read_text())
     assert values["vllm"]["image"].endswith(f":v{version}")
     assert Settings().vllm_image == values["vllm"]["image"]
+
+
+def test_a_vllm_backend_with_an_api_key_requires_it_and_the_router_sends_it():
+    """backend.apiKey on a `vllm:` entry: vLLM starts with it (VLLM_API_KEY, vLLM's --api-key, from the
+    Secret: never in args, which `kubectl get` shows) and the router, its adapters included, sends it."""
+    body = _route().model_dump(by_alias=True, exclude_none=True)
+    body["pool"][0]["backend"]["apiKey"] = {"name": "vllm-keys", "key": "qwen3"}
+    spec = ModelRouteSpec.model_validate(body)
+    ftjs = {"qwen3-support": _ftj("qwen3-support", 16, True), "other": None}
+    resolved, children = _render(spec, ftjs)
+    c = children["qwen3-30b-a3b"][0]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "vllm-keys", "key": "qwen3"}}} in c["env"]
+    assert "--api-key" not in c["args"]
+    config = build.router_config(spec, resolved)
+    assert {m.name: m.api_key_path for m in config.pool} == {
+        "qwen3-30b-a3b": "/etc/tuneroute-backend-keys/vllm-keys/qwen3",
+        "support": "/etc/tuneroute-backend-keys/vllm-keys/qwen3",
+    }

@@ -121,10 +121,17 @@ class VllmBackend(ApiModel):
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Taints tolerated.")
 
 
+ADAPTER_USES_BASE_KEY = Rule(
+    "!has(self.fineTuneJob) || !has(self.apiKey)",
+    "must be unset for a fineTuneJob backend: its base entry's backend serves the adapter, with the base's apiKey",
+    "apiKey",
+)
+
+
 class BackendRef(ApiModel):
     """Exactly one of url, service, fineTuneJob or vllm."""
 
-    model_config = rules(ONE_BACKEND)
+    model_config = rules(ONE_BACKEND, ADAPTER_USES_BASE_KEY)
 
     url: HttpUrl | None = Field(None, description="Base URL of an OpenAI-compatible API, including /v1.")
     service: ServiceRef | None = Field(None, description="A Service in this namespace.")
@@ -132,10 +139,19 @@ class BackendRef(ApiModel):
         None, description="A FineTuneJob's adapter, served by another pool entry's backend once the job succeeds."
     )
     vllm: VllmBackend | None = Field(None, description="vLLM deployed and managed by the operator.")
+    api_key: SecretKeyRef | None = Field(
+        None,
+        description=(
+            "Secret key holding the API key this backend requires: the router sends it as Authorization: Bearer "
+            "(mounted into the router pods, never copied into the ConfigMap or status). With vllm, the operator "
+            "also starts vLLM with it (VLLM_API_KEY, as --api-key), so only holders of the key reach the model."
+        ),
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> BackendRef:
         check([self.url, self.service, self.fine_tune_job, self.vllm].count(None) == 3, ONE_BACKEND)
+        check(self.fine_tune_job is None or self.api_key is None, ADAPTER_USES_BASE_KEY)
         return self
 
 

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from tuneroute_router.config import AdapterRef, Auth, PoolMember, PoolModel, RouterConfig
 from tuneroute_trainer.config import RoutingProfile
 
+from ..api.common import SecretKeyRef
 from ..api.finetunejob import FineTuneJobSpec
 from ..api.modelroute import ModelRouteSpec, PoolEntry
 from ..settings import Settings
@@ -21,6 +22,7 @@ from .common import CONFIG_DIR, CONFIG_HASH, RESTRICTED_CONTAINER, RESTRICTED_PO
 
 CONFIG_FILE = "router.yaml"
 KEYS_DIR = "/etc/tuneroute-keys"
+BACKEND_KEYS_DIR = "/etc/tuneroute-backend-keys"  # <secret>/<key>: each backend's API key
 PORT = 8080
 
 
@@ -58,15 +60,22 @@ def _direct_url(owner: Owner, entry: PoolEntry) -> str:
     return b.url or ""
 
 
+def backend_key_path(key: SecretKeyRef | None) -> str | None:
+    """Where the router pods find a backend's API key (backend_keys_volume mounts it there)."""
+    return None if key is None else posixpath.join(BACKEND_KEYS_DIR, key.name, key.key)
+
+
 def _pool_model(
     entry: PoolEntry,
     url: str,
     model: str | None,
     adapter: AdapterRef | None = None,
     profile: RoutingProfile | None = None,
+    key: SecretKeyRef | None = None,
 ) -> PoolModel:
     shared = {name: getattr(entry, name) for name in PoolMember.model_fields}
-    return PoolModel(**{**shared, "url": url, "model": model, "adapter": adapter, "profile": profile})
+    fields = {"url": url, "model": model, "adapter": adapter, "profile": profile, "api_key_path": backend_key_path(key)}
+    return PoolModel(**{**shared, **fields})
 
 
 def adapter_state(name: str, ftj: dict[str, Any] | None, allow_unverified: bool) -> tuple[bool, str, str]:
@@ -111,7 +120,8 @@ def resolve(owner: Owner, spec: ModelRouteSpec, finetunejobs: dict[str, dict[str
         ref = entry.backend.fine_tune_job
         if ref is None:
             reason = "VllmStarting" if entry.backend.vllm else "Resolved"
-            out.append(Resolved(entry, _pool_model(entry, _direct_url(owner, entry), entry.model), reason))
+            pool_model = _pool_model(entry, _direct_url(owner, entry), entry.model, key=entry.backend.api_key)
+            out.append(Resolved(entry, pool_model, reason))
             continue
         ftj = finetunejobs.get(ref.name)
         ready, reason, message = adapter_state(ref.name, ftj, ref.allow_unverified)
@@ -125,12 +135,14 @@ def resolve(owner: Owner, spec: ModelRouteSpec, finetunejobs: dict[str, dict[str
         if base.backend.vllm:  # every replica serves it from the start (--lora-modules): no runtime load
             lora = FineTuneJobSpec.model_validate((ftj or {})["spec"]).lora
             served = vllm.ServedAdapter(adapter["name"], adapter["pvc"], adapter["path"], lora.rank, lora.experts)
-            pool_model = _pool_model(entry, url, adapter["name"], None, _profile(status))
+            pool_model = _pool_model(entry, url, adapter["name"], None, _profile(status), base.backend.api_key)
             out.append(Resolved(entry, pool_model, reason, message, served=served))
             continue
         path = posixpath.join(ref.mount_path, adapter["path"])
         model = entry.model or adapter["name"]
-        pool_model = _pool_model(entry, url, model, AdapterRef(name=model, path=path), _profile(status))
+        pool_model = _pool_model(
+            entry, url, model, AdapterRef(name=model, path=path), _profile(status), base.backend.api_key
+        )
         out.append(Resolved(entry, pool_model, reason, message))
     return out
 
@@ -218,6 +230,21 @@ def _selector(owner: Owner) -> dict[str, str]:
     return {"app.kubernetes.io/name": "tuneroute-router", "app.kubernetes.io/instance": owner.name}
 
 
+def backend_keys_volume(spec: ModelRouteSpec) -> dict[str, Any] | None:
+    """One projected volume with every backend's API key at <secret>/<key> (backend_key_path)."""
+    by_secret: dict[str, set[str]] = {}
+    for e in spec.pool:
+        if e.backend.api_key:
+            by_secret.setdefault(e.backend.api_key.name, set()).add(e.backend.api_key.key)
+    if not by_secret:
+        return None
+    sources = [
+        {"secret": {"name": name, "items": [{"key": k, "path": f"{name}/{k}"} for k in sorted(keys)]}}
+        for name, keys in sorted(by_secret.items())
+    ]
+    return {"name": "backend-keys", "projected": {"sources": sources}}
+
+
 def deployment(owner: Owner, spec: ModelRouteSpec, settings: Settings, config_hash: str) -> dict[str, Any]:
     name = router_name(owner)
     selector = _selector(owner)
@@ -230,6 +257,10 @@ def deployment(owner: Owner, spec: ModelRouteSpec, settings: Settings, config_ha
     if spec.auth and spec.auth.api_key_secret:
         volumes.append({"name": "keys", "secret": {"secretName": spec.auth.api_key_secret.name}})
         mounts.append({"name": "keys", "mountPath": KEYS_DIR, "readOnly": True})
+    backend_keys = backend_keys_volume(spec)
+    if backend_keys is not None:
+        volumes.append(backend_keys)
+        mounts.append({"name": "backend-keys", "mountPath": BACKEND_KEYS_DIR, "readOnly": True})
     res = spec.router.resources
     probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 3}
     container = {

@@ -128,6 +128,9 @@ def deployment(
         env.append(
             {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": v.hf_token.name, "key": v.hf_token.key}}}
         )
+    if entry.backend.api_key:  # vLLM's --api-key, kept out of the command line (and so out of `kubectl get`)
+        key = entry.backend.api_key
+        env.append({"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": key.name, "key": key.key}}})
     amounts: dict[str, str] = {}
     if v.gpus:
         amounts[v.resources.gpu_resource] = str(v.gpus)

@@ -3,7 +3,8 @@
 It stands in for vLLM in the router tests and benchmarks (vLLM needs a GPU). It serves
 /v1/chat/completions and /v1/completions (plain and SSE streaming, with a tool call when
 tools are offered), vLLM's /v1/load_lora_adapter, and two test hooks:
-POST /control {"fail_status": 500, "delay_s": 0, "break_stream": false} and GET /stats.
+POST /control {"fail_status": 500, "delay_s": 0, "break_stream": false, "api_key": null} and GET /stats.
+With an api_key, /v1/ requests without `Authorization: Bearer <api_key>` get vLLM's 401 (--api-key).
 
     python -m tuneroute_testing.fake_backend --name small --port 9001 [--host ADDRESS]
 """
@@ -31,12 +32,23 @@ def build(name: str) -> Starlette:
         "models": [],
         "adapters": [],
         "last_body": None,
+        "api_key": None,
+        "unauthorized": 0,
     }
+
+    def refused(request: Request) -> Response | None:
+        """vLLM's answer to a /v1/ request without its --api-key."""
+        if state["api_key"] and request.headers.get("authorization") != f"Bearer {state['api_key']}":
+            state["unauthorized"] += 1
+            return Response(orjson.dumps({"error": "Unauthorized"}), 401, media_type="application/json")
+        return None
 
     def usage(text: str) -> dict:
         return {"prompt_tokens": 10, "completion_tokens": len(text.split()), "total_tokens": 10 + len(text.split())}
 
     async def chat(request: Request) -> Response:
+        if denied := refused(request):
+            return denied
         body = orjson.loads(await request.body())
         state["requests"] += 1
         state["models"].append(body.get("model"))
@@ -91,6 +103,8 @@ def build(name: str) -> Starlette:
         return Response(orjson.dumps(out), media_type="application/json")
 
     async def completions(request: Request) -> Response:
+        if denied := refused(request):
+            return denied
         body = orjson.loads(await request.body())
         state["requests"] += 1
         state["models"].append(body.get("model"))
@@ -106,6 +120,8 @@ def build(name: str) -> Starlette:
         return Response(orjson.dumps(out), media_type="application/json")
 
     async def load_adapter(request: Request) -> Response:
+        if denied := refused(request):
+            return denied
         body = orjson.loads(await request.body())
         if body["lora_name"] in [a["lora_name"] for a in state["adapters"]]:
             return Response(b"The lora adapter has already been loaded.", 400)

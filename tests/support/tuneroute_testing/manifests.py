@@ -442,6 +442,13 @@ CASES = [
         r"metadata\.name",
         "at most 50 characters|may not be more than 50",
     ),
+    Case(
+        "mroute-finetunejob-backend-with-api-key",
+        "mroute",
+        setp("spec.pool.2.backend.apiKey", {"name": "keys", "key": "adapter"}),
+        r"spec\.pool\[2\]\.backend\.apiKey",
+        "must be unset for a fineTuneJob backend: its base entry's backend serves the adapter",
+    ),
     # ---- authentication is stated, never an open default (issue 11) ----
     Case(
         "mroute-auth-unset",

@@ -87,6 +87,48 @@ def test_containers_with_a_read_only_root_get_a_writable_tmp(control_plane):
         assert tmp and "emptyDir" in volumes[tmp["name"]], f"container {c['name']}: no writable /tmp"
 
 
+def test_the_network_policy_admits_only_the_routes_router_pods_to_its_vllm_backends(control_plane, namespace):
+    """networkPolicy.enabled: in each listed namespace a NetworkPolicy whose selectors match the
+    labels the operator puts on a route's vLLM pods and router pods (the builders, called here),
+    which the API server accepts. Whether traffic is then dropped is the CNI's to enforce; this
+    cluster's node has none that does, so only the objects are checked."""
+    from tuneroute_operator.api.modelroute import ModelRouteSpec
+    from tuneroute_operator.builders import modelroute as route_build
+    from tuneroute_operator.builders import vllm
+    from tuneroute_operator.builders.common import Owner
+    from tuneroute_operator.settings import Settings
+
+    def render(*flags: str):
+        return control_plane.helm("template", "t", CHART, "--kube-version", "1.34.4", *flags, check=False)
+
+    assert "NetworkPolicy" not in render().stdout  # off by default
+    refused = render("--set", "networkPolicy.enabled=true")
+    assert refused.returncode != 0 and "set networkPolicy.namespaces (or watchNamespaces)" in refused.stderr
+    out = render("--set", "networkPolicy.enabled=true", "--set", f"networkPolicy.namespaces={{{namespace},other}}")
+    policies = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "NetworkPolicy"]
+    assert [p["metadata"]["namespace"] for p in policies] == [namespace, "other"]
+
+    spec = ModelRouteSpec.model_validate(
+        {
+            "pool": [{"name": "m", "tier": 1, "contextWindow": 256, "backend": {"vllm": {"model": {"id": "org/m"}}}}],
+            "auth": {"mode": "none"},
+        }
+    )
+    owner = Owner("ModelRoute", "r", namespace, "uid")
+    vllm_pod = vllm.deployment(owner, spec.pool[0], spec.pool[0].backend.vllm, [], Settings())["spec"]["template"]
+    router_pod = route_build.deployment(owner, spec, Settings(), "h")["spec"]["template"]
+    rule = policies[0]["spec"]
+    assert rule["policyTypes"] == ["Ingress"] and len(rule["ingress"]) == 1
+    assert rule["podSelector"]["matchLabels"].items() <= vllm_pod["metadata"]["labels"].items()
+    (source,) = rule["ingress"][0]["from"]
+    assert source["podSelector"]["matchLabels"].items() <= router_pod["metadata"]["labels"].items()
+    assert not source["podSelector"]["matchLabels"].items() <= vllm_pod["metadata"]["labels"].items()
+    dry = control_plane.kubectl(
+        "-n", namespace, "apply", "--dry-run=server", "-f", "-", input=json.dumps(policies[0]), check=False
+    )
+    assert dry.returncode == 0, dry.stderr
+
+
 def test_the_operator_runs_as_the_charts_pod_from_its_image(control_plane, release, operator, namespace):
     """The Deployment as the chart renders it (ServiceAccount, securityContext, probes, the
     read-only root with its /tmp volume), from the image built from operator/Dockerfile."""

@@ -3,6 +3,8 @@ on the real node, reads a tiny random Qwen3-MoE and a dataset from a PersistentV
 its progress into the FineTuneJob with the per-job ServiceAccount token mounted in the pod,
 writes the adapter to the volume, and the FineTuneJob follows the pod's real exit code. A pod
 deleted mid-training (a real SIGTERM) saves a checkpoint; the Job's next pod resumes from it.
+With `resources.nodes: 2` two pods of an Indexed Job find each other through the headless Service
+(CoreDNS) and train one adapter with torchrun and gloo.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ TRAINER_UID = 10001  # the image's user; hostPath volumes ignore fsGroup
 @pytest.fixture
 def volume(control_plane, namespace):
     """A hostPath PersistentVolume (a directory of this machine, which is the node's) bound to
-    the claim CLAIM, holding the model and the dataset, writable by the trainer's user."""
+    the claim CLAIM, holding the model and the dataset, writable by the trainer's user.
+    ReadWriteMany, as the operator requires of a claim the pods of a `nodes: 2` job share."""
     root = Path(f"/tmp/tuneroute-pv-{namespace}")
     save_tiny_model("qwen3_moe", root / "models" / "tiny-qwen3-moe")
     (root / "data").mkdir()
@@ -40,7 +43,7 @@ def volume(control_plane, namespace):
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
             "metadata": {"name": CLAIM},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
         },
     )
     apply(
@@ -52,7 +55,7 @@ def volume(control_plane, namespace):
             "metadata": {"name": pv},
             "spec": {
                 "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
+                "accessModes": ["ReadWriteMany"],
                 "hostPath": {"path": str(root), "type": "Directory"},
                 "claimRef": {"namespace": namespace, "name": CLAIM},
             },
@@ -169,3 +172,40 @@ def test_a_trainer_pod_deleted_mid_training_resumes_from_its_checkpoint_in_the_n
     assert interrupted["phase"] in ("Pending", "Running")  # a retry, not a failure
     second = [p for p in trainer_pods(cp, namespace, "resumable") if p["metadata"]["uid"] != first["metadata"]["uid"]]
     assert second and second[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+
+
+def test_two_pods_find_each_other_and_train_one_adapter_with_gloo(
+    control_plane, operator, trainer_image, namespace, volume
+):
+    cp = control_plane
+    ftj = cpu_finetunejob("pair", steps=6)
+    # Two pods of 800m: both fit on the real node's 2 CPUs beside the operator and CoreDNS.
+    ftj["spec"]["resources"].update(nodes=2, cpu="800m")
+    apply(cp, namespace, ftj)
+    ftj = wait_phase(cp, namespace, "pair", "Succeeded", timeout=600)
+
+    pods = trainer_pods(cp, namespace, "pair")
+    index = "batch.kubernetes.io/job-completion-index"
+    assert sorted(p["metadata"]["annotations"][index] for p in pods) == ["0", "1"]
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == cp.node.name and pod["spec"]["subdomain"] == "pair-ranks"
+        assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+        # Each pod ran one rank of two, holding half the model (FSDP2 shards over gloo).
+        logs = cp.kubectl("-n", namespace, "logs", pod["metadata"]["name"]).stdout
+        (report,) = [e for e in map(_json_or_none, logs.splitlines()) if e and e.get("event") == "sharded"]
+        assert report["worldSize"] == 2 and report["rank"] == int(pod["metadata"]["annotations"][index])
+        assert report["frozen"]["local"] * 2 == pytest.approx(report["frozen"]["total"], rel=0.02)
+
+    progress = ftj["status"]["progress"]
+    assert progress["step"] == 6 and progress["loss"] > 0
+    adapter = volume / ftj["status"]["adapter"]["path"]
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8
+    assert (adapter / "adapter_model.safetensors").stat().st_size > 0
+
+
+def _json_or_none(line: str) -> dict | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

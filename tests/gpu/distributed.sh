@@ -11,20 +11,7 @@
 #
 # Not yet run: no machine with two GPUs has been available. Expect a few minutes per N (three trainer runs).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-out="${1:-${OUT:-/tmp/tuneroute-distributed-gpu}}"
-mkdir -p "$out"
-t0=$SECONDS
-say() { echo "distributed.sh: $* ($((SECONDS - t0)) s)" >&2; }
-
-if compgen -G ".whl/*.whl" >/dev/null; then
-  say "installing $(ls .whl/*.whl | wc -l) carried wheels into /tmp/site"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD/trainer-image:$PWD/tests/support${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-python3 -c 'import torch, transformers, trl, peft; assert torch.cuda.is_available(), "no GPU"; print("torch", torch.__version__, torch.cuda.device_count(), "x", torch.cuda.get_device_name(0), "NCCL", torch.cuda.nccl.version(), "transformers", transformers.__version__, "trl", trl.__version__, "peft", peft.__version__)' | tee "$out/versions.txt"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" /tmp/tuneroute-distributed-gpu "$@"
 gpus=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 if [ "$gpus" -lt 2 ]; then
   say "this machine has $gpus GPU; FSDP2 over NCCL needs 2 or more (one rank per GPU): nothing to measure"

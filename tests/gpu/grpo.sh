@@ -9,20 +9,7 @@
 # Takes about 5 minutes on one H100/H200. The vLLM rollout path with expert LoRA needs a GPU build of vLLM
 # (started with --enable-lora --enable-mixed-moe-lora-format); it is not part of this script.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-out="${1:-${OUT:-/tmp/tuneroute-grpo-gpu}}"
-mkdir -p "$out"
-t0=$SECONDS
-say() { echo "grpo.sh: $* ($((SECONDS - t0)) s)" >&2; }
-
-if compgen -G ".whl/*.whl" >/dev/null; then
-  say "installing $(ls .whl/*.whl | wc -l) carried wheels into /tmp/site"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD/trainer-image:$PWD/tests/support${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRL_EXPERIMENTAL_SILENCE=1
-python3 -c 'import torch, transformers, trl, peft; assert torch.cuda.is_available(), "no GPU"; print("torch", torch.__version__, torch.cuda.get_device_name(0), "transformers", transformers.__version__, "trl", trl.__version__, "peft", peft.__version__)' | tee "$out/versions.txt"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" /tmp/tuneroute-grpo-gpu "$@"
 
 say "GRPO learns with expert LoRA on the triton kernel (sync and async), KL parity of the triton kernel"
 python3 -m pytest -p no:cacheprovider -q -o addopts="" \

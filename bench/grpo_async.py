@@ -31,21 +31,18 @@ import collections
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tuneroute_testing.serving import ATTENTION, rollout_server
 
 # tiny random Qwen3-MoE shapes: hidden, layers, experts, top-k, moe intermediate, heads, kv heads, head_dim
 SIZES = {
     "small": (128, 2, 8, 2, 32, 4, 2, 32),
     "medium": (1024, 8, 32, 4, 512, 16, 4, 64),
 }
-ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 T0 = time.monotonic()
@@ -102,46 +99,6 @@ def pick_target(model_dir: Path, length: int) -> tuple[str, float]:
     counts = collections.Counter(ch for t in texts for ch in set(t) if ch.isalnum())
     ch, n = min(counts.items(), key=lambda kv: (abs(kv[1] / len(texts) - 0.2), kv[0]))
     return ch, n / len(texts)
-
-
-def start_vllm(model_dir: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
-    import requests
-
-    venv = subprocess.run([str(ROOT / "scripts/vllm-venv.sh")], capture_output=True, text=True, check=True).stdout
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-    }
-    cmd = [
-        f"{venv.strip()}/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-        "--served-model-name", "base", "--port", str(port), "--dtype", "float32", "--max-model-len", "256",
-        "--enforce-eager", "--max-num-seqs", "64", "--enable-lora", "--max-lora-rank", "8", "--max-loras", "4",
-        "--lora-target-modules", *ATTENTION, "--logprobs-mode", "processed_logprobs",
-    ]  # fmt: skip
-    logf = open(workdir / "vllm.log", "w")
-    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    t0 = time.monotonic()
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"vLLM exited:\n{(workdir / 'vllm.log').read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
-        except requests.RequestException:
-            pass
-        if time.monotonic() - t0 > 900:
-            proc.kill()
-            raise SystemExit("vLLM did not start within 900 s")
-        log(f"waiting for vLLM ({time.monotonic() - t0:.0f} s)") if int(time.monotonic() - t0) % 30 == 0 else None
-        time.sleep(1)
 
 
 def config(args, root: Path, mode: str, target: str, url: str | None) -> dict:
@@ -253,9 +210,11 @@ def main() -> None:
         model_dir = build_model(root, args.size)
         target, rate = pick_target(model_dir, args.length)
         log(f"format reward: completion contains {target!r} (untrained rate {rate:.2f})")
-        proc = url = None
-        if args.engine == "vllm":
-            proc, url = (None, args.vllm_url) if args.vllm_url else start_vllm(model_dir, root)
+        server, url = None, args.vllm_url if args.engine == "vllm" else None
+        if args.engine == "vllm" and not url:
+            server = rollout_server(model_dir, root / "vllm.log").start(timeout=900, progress=log)
+            url = server.root
+        if url:
             log(f"vLLM at {url}")
         # sync at 1 and (CPU, transformers) 2 torch threads; async at 1 (it keeps two threads busy itself)
         plan = [("sync", 1), ("async", 1)]
@@ -270,9 +229,8 @@ def main() -> None:
                     log(f"  {r['steps_per_s']} steps/s, reward {r['reward_first5']} -> {r['reward_last5']}")
                     results.append(r)
         finally:
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=60)
+            if server is not None:
+                server.stop()
 
     def best(mode):
         rs = [r for r in results if r["mode"] == mode]

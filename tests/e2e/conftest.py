@@ -5,6 +5,7 @@ puts into its children are the ones built from their Dockerfiles."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from tuneroute_testing.k8s import apply, chart_image_values, hostpath_volume, wa
 from tuneroute_testing.node import image_refs
 from tuneroute_testing.operator_pod import OperatorPod
 from tuneroute_testing.operator_process import OperatorProcess, service_account_kubeconfig
+from tuneroute_testing.serving import ADAPTERS, pv_dir, stage_tiny_model
 
 pytestmark = pytest.mark.cluster
 CHART = str(REPO / "charts" / "tuneroute")
@@ -126,3 +128,13 @@ def storage(control_plane: ControlPlane, namespace: str):
     yield bind
     for pv in made:
         control_plane.kubectl("delete", "pv", pv, "--wait=false", check=False)
+
+
+@pytest.fixture
+def served_claim(storage, namespace: str) -> dict[str, Path]:
+    """The adapters claim, bound, with what the serving FineTuneJobs train on staged in it (the
+    tiny servable model, the chat data): {claim: its hostPath directory on this machine}."""
+    storage(ADAPTERS)
+    root = pv_dir(namespace, ADAPTERS)
+    stage_tiny_model(root)
+    return {ADAPTERS: root}

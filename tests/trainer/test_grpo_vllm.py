@@ -1,32 +1,21 @@
 """GRPO with rollouts from a real vLLM server (the CPU build, scripts/vllm-venv.sh): each policy version reaches
 the server as adapter files loaded at run time under a new name, and the server samples with the log-probs the
 trainer expects. On the CPU, vLLM runs LoRA on attention only (no CPU MoE-LoRA kernel in vLLM 0.32), so these
-tests train an attention adapter; the expert path with vLLM is tests/gpu/grpo_vllm_experts.sh."""
+tests train an attention adapter; the expert path with vLLM needs vLLM's GPU build (see tests/gpu/grpo.sh).
+The server is tuneroute_testing.serving.rollout_server, the one bench/grpo_async.py starts."""
 
 import json
-import os
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import requests
 import torch
 
-from tuneroute_testing import REPO
+from tuneroute_testing.serving import ATTENTION, rollout_server
 from tuneroute_testing.tiny_models import tiny_config
 from tuneroute_testing.trainer_fixtures import char_tokenizer, write_config
 from tuneroute_trainer.cli import main
 from tuneroute_trainer.grpo.rollouts import VllmEngine
-
-ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,49 +38,11 @@ def served(tmp_path_factory):
     rows = [{"prompt": f"say {i}:", "answer": str(i)} for i in range(64)]
     (root / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    venv = subprocess.run([str(REPO / "scripts/vllm-venv.sh")], capture_output=True, text=True, check=True).stdout
-    port = _free_port()
-    env = {
-        **os.environ,
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-    }
-    # flags a GRPO rollout server needs: runtime LoRA, room for the staleness window's versions, and
-    # log-probs after temperature (what trl's importance ratio compares with)
-    cmd = [
-        f"{venv.strip()}/bin/python", "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(root / "model"), "--served-model-name", "base", "--port", str(port),
-        "--dtype", "float32", "--max-model-len", "128", "--enforce-eager", "--max-num-seqs", "16",
-        "--enable-lora", "--max-lora-rank", "8", "--max-loras", "4", "--lora-target-modules", *ATTENTION,
-        "--logprobs-mode", "processed_logprobs",
-    ]  # fmt: skip
-    log = open(root / "vllm.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    server = rollout_server(root / "model", root / "vllm.log", max_model_len=128, max_num_seqs=16).start(timeout=900)
     try:
-        t0 = time.monotonic()
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited: {(root / 'vllm.log').read_text()[-3000:]}")
-            if time.monotonic() - t0 > 900:
-                raise RuntimeError(f"vLLM not ready after 900 s: {(root / 'vllm.log').read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(2)
-        yield {"root": root, "url": url}
+        yield {"root": root, "url": server.root}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        server.stop()
 
 
 def _loaded_adapters(url: str) -> set[str]:

@@ -176,12 +176,15 @@ def wait_phase(cp: ControlPlane, namespace: str, name: str, phase: str, timeout:
     )
 
 
-def running_pod(cp: ControlPlane, namespace: str, job: str, exclude: tuple[str, ...] = ()) -> str:
+def running_pod(cp: ControlPlane, namespace: str, job: str, exclude: tuple[str, ...] = (), timeout: float = 60) -> str:
+    """The name of a Running pod of the Job (not one of `exclude`)."""
+
     def running(pods: Objects) -> str | None:
         names = [n for n, p in pods.items() if (p.get("status") or {}).get("phase") == "Running" and n not in exclude]
         return sorted(names)[0] if names else None
 
-    return watch(cp, "pods", namespace, running, selector=f"job-name={job}", what=f"a Running pod of Job {job}")
+    what = f"a Running pod of Job {job}"
+    return watch(cp, "pods", namespace, running, selector=f"job-name={job}", timeout=timeout, what=what)
 
 
 def wait_children_gone(cp: ControlPlane, namespace: str, resources: str, selector: str) -> None:

@@ -1,4 +1,4 @@
-"""Real vLLM (its CPU build) for the tests and the demo, and host processes standing in for pods.
+"""Real vLLM (its CPU build) for the tests and benchmarks, and host processes standing in for pods.
 
 kwok nodes run no containers, so the training pod and the parity gate's verify pod run here, as
 processes, with the very config and command line the operator rendered (paths on the pod's
@@ -15,10 +15,12 @@ import functools
 import json
 import os
 import posixpath
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import yaml
 
 from . import REPO
 from .control_plane import ControlPlane, wait_until
+from .k8s import running_pod
 
 PVC_ROOT = "/mnt/pvc"
 # vLLM on 2 shared cores: explicit KV cache (its default takes most of the RAM), no thread pinning,
@@ -40,6 +43,34 @@ VLLM_CPU_ENV = {
     "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
 }
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+# The claim the serving tests train on and serve from.
+ADAPTERS = "tuneroute-adapters"
+
+
+def stage_tiny_model(root: Path) -> None:
+    """What the serving FineTuneJobs train on, into their claim's directory: a tiny random
+    Qwen3-MoE vLLM can serve (models/tiny) and the repo's arithmetic chat data (data/chat.jsonl)."""
+    from .trainer_fixtures import DATA, save_tiny_model
+
+    save_tiny_model("qwen3_moe", root / "models" / "tiny", servable=True)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    shutil.copy(DATA / "chat.jsonl", root / "data" / "chat.jsonl")
+
+
+def tiny_finetunejob_spec(steps: int, experts: bool = False, claim: str = ADAPTERS) -> dict:
+    """A FineTuneJob spec that trains the staged tiny model on the chat data and is verified
+    against an engine with LoRA on attention (vLLM's CPU build); `experts`: LoRA on the experts too."""
+    training = {"maxSteps": steps, "learningRate": 0.003, "batchSize": 4, "sequenceLength": 128, "precision": "fp32"}
+    return {
+        "baseModel": {"pvc": claim, "path": "models/tiny"},
+        "dataset": {"pvc": claim, "path": "data/chat.jsonl", "format": "chat"},
+        "lora": {"rank": 8, "alpha": 16, "targetModules": ATTENTION, "experts": experts},
+        "training": training,
+        "evaluation": {"heldOut": 8, "referencePrompts": 2, "maxNewTokens": 4},
+        "verify": {"gpus": 0, "loraTargetModules": ATTENTION, "dtype": "float32"},
+    }
 
 
 def on_kwok_nodes(ftj: dict) -> dict:
@@ -80,12 +111,8 @@ def host_path(path: str, claims: dict[str, Path]) -> str:
     return path
 
 
-def running_pod(cp: ControlPlane, namespace: str, job: str, timeout: float = 120) -> dict:
-    def find():
-        pods = cp.get("pods", "-n", namespace, "-l", f"job-name={job}")["items"]
-        return next((p for p in pods if p["status"].get("phase") == "Running"), None)
-
-    return wait_until(find, timeout, f"a Running pod of Job {job}")
+def _running_pod(cp: ControlPlane, namespace: str, job: str) -> dict:
+    return cp.get("pod", running_pod(cp, namespace, job, timeout=120), "-n", namespace)
 
 
 def run_training_pod(
@@ -94,7 +121,7 @@ def run_training_pod(
     """The trainer with the operator's ConfigMap, on this machine, for the Job's Running pod; the
     pod is finished with the trainer's exit code. `override` replaces config sections (e.g. a
     dataset on this machine). Returns (exit code, config used)."""
-    pod = running_pod(cp, namespace, ftj)
+    pod = _running_pod(cp, namespace, ftj)
     cm = cp.get("configmap", f"{ftj}-trainer", "-n", namespace)
     config = yaml.safe_load(cm["data"]["trainer.yaml"])
     for key in ("model", "dataset"):
@@ -120,20 +147,13 @@ def run_training_pod(
     return rc, config
 
 
-def run_verify_pod(
-    cp: ControlPlane, namespace: str, ftj: str, claims: dict[str, Path], log: Path, model: str | None = None
-) -> tuple[int, dict]:
+def run_verify_pod(cp: ControlPlane, namespace: str, ftj: str, claims: dict[str, Path], log: Path) -> tuple[int, dict]:
     """The parity gate with the verify pod's own command line, on this machine in the vLLM-CPU
-    environment; the pod is finished with the gate's exit code and its JSON as termination message.
-    `model`: a local stand-in for the base model the pod would fetch from the hub (the demo)."""
-    pod = running_pod(cp, namespace, f"{ftj}-verify")
+    environment; the pod is finished with the gate's exit code and its JSON as termination message."""
+    pod = _running_pod(cp, namespace, f"{ftj}-verify")
     container = pod["spec"]["containers"][0]
     script = REPO / "operator" / "tuneroute_operator" / "gate" / "verify_adapter.py"
     args = [host_path(a, claims) for a in container["args"][1:]]
-    if model is not None:
-        args[args.index("--model") + 1] = model
-        if "--revision" in args:
-            del args[args.index("--revision") : args.index("--revision") + 2]
     result = log.with_suffix(".json")
     with open(log, "w") as out:
         rc = subprocess.run(
@@ -173,8 +193,13 @@ class VllmServer:
     startup_seconds: float | None = None
 
     @property
+    def root(self) -> str:
+        """The server's address without the OpenAI prefix (/health, /metrics, /v1/...)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self.root}/v1"
 
     def command(self) -> list[str]:
         return [
@@ -190,10 +215,13 @@ class VllmServer:
             *self.args,
         ]
 
-    def start(self, timeout: float = 600) -> VllmServer:
+    def start(self, timeout: float = 600, progress: Callable[[str], object] | None = None) -> VllmServer:
+        """Start it and wait for /health; `progress` is told every 30 s while it starts. A server
+        that does not come up is killed before the error is raised."""
         import httpx
 
         t0 = time.monotonic()
+        told = [t0]
         out = open(self.log, "ab")
         # its own process group: a kill takes the engine core with it, as a container's end would
         self.proc = proc = subprocess.Popen(
@@ -204,12 +232,19 @@ class VllmServer:
         def healthy():
             if proc.poll() is not None:
                 raise AssertionError(f"vLLM exited {proc.returncode}: {self.log.read_text()[-3000:]}")
+            if progress and time.monotonic() - told[0] >= 30:
+                told[0] = time.monotonic()
+                progress(f"waiting for vLLM ({told[0] - t0:.0f} s, {self.log})")
             try:
-                return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200
+                return httpx.get(f"{self.root}/health", timeout=2).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_until(healthy, timeout, f"vLLM /health on port {self.port} ({self.log})", interval=1)
+        try:
+            wait_until(healthy, timeout, f"vLLM /health on port {self.port} ({self.log})", interval=1)
+        except BaseException:
+            self.kill()
+            raise
         self.startup_seconds = time.monotonic() - t0
         return self
 
@@ -235,6 +270,19 @@ class VllmServer:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def rollout_server(model: Path, log: Path, max_model_len: int = 256, max_num_seqs: int = 64) -> VllmServer:
+    """A GRPO rollout server for `model`, served as "base": runtime LoRA on attention (the trainer
+    loads each policy version as an adapter; the CPU build has no MoE-LoRA kernel), room for the
+    staleness window's versions, and log-probs after temperature (what trl's importance ratio
+    compares with)."""
+    from .process import free_port
+
+    args = ["--served-model-name", "base", "--dtype", "float32", "--max-model-len", str(max_model_len),
+            "--enforce-eager", "--max-num-seqs", str(max_num_seqs), "--enable-lora", "--max-lora-rank", "8",
+            "--max-loras", "4", "--lora-target-modules", *ATTENTION, "--logprobs-mode", "processed_logprobs"]  # fmt: skip
+    return VllmServer(str(model), free_port(), log, args)
 
 
 def claim_mounts(pod_spec: dict, claims: dict[str, Path]) -> dict[str, Path]:

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tuneroute_testing import REPO
+from tuneroute_testing import REPO, running_operators
 from tuneroute_testing.control_plane import ControlPlane
 
 
@@ -51,28 +51,16 @@ def crds(control_plane):
 
 
 @pytest.fixture(scope="module")
-def no_chart_operator(control_plane):
-    """Tests that run the reconcilers themselves must be the only ones acting on their objects.
-    The chart's operator (the e2e suite's release, when this session installed it) watches every
-    namespace: it is scaled to 0 for the module, and back afterwards."""
-    selector = "app.kubernetes.io/name=tuneroute-operator"
-    deployments = [
-        (d["metadata"]["namespace"], d["metadata"]["name"], d["spec"].get("replicas", 1))
-        for d in control_plane.get("deployments", "-A", "-l", selector)["items"]
-    ]
-    for ns, name, _ in deployments:
-        control_plane.kubectl("-n", ns, "scale", "deployment", name, "--replicas=0")
-        control_plane.kubectl(
-            "-n", ns, "wait", "--for=delete", "pod", "-l", selector, "--timeout=120s", check=False, timeout=130
-        )
-    yield
-    for ns, name, replicas in deployments:
-        control_plane.kubectl("-n", ns, "scale", "deployment", name, f"--replicas={replicas}")
-        control_plane.kubectl("-n", ns, "rollout", "status", "deployment", name, "--timeout=180s", timeout=190)
+def no_operator(control_plane):
+    """Tests that run the reconcilers themselves must be the only ones acting on their objects:
+    every running operator (the chart's pod, processes the session started) is paused for the
+    module, and runs again afterwards."""
+    with running_operators.paused(control_plane):
+        yield
 
 
 @pytest.fixture
-def kube(control_plane, crds, no_chart_operator):
+def kube(control_plane, crds, no_operator):
     """The operator's own API client (tuneroute_operator.kube.Kube) on the test cluster."""
     from kubernetes import config
 

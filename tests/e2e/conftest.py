@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneroute_testing import REPO
+from tuneroute_testing import REPO, running_operators
 from tuneroute_testing.control_plane import ControlPlane
 from tuneroute_testing.k8s import apply, chart_image_values, hostpath_volume, watch_one
 from tuneroute_testing.node import image_refs
@@ -80,7 +80,7 @@ def scoped(control_plane: ControlPlane, release: Release, operator: OperatorPod,
     """An operator that watches this test's namespace alone, so that what it does and counts is
     about this test's objects and nothing else: a process on this machine with the chart's
     ServiceAccount and the release's images (the chart's pod watches every namespace); the
-    chart's Deployment is scaled to 0 meanwhile."""
+    chart's operator (and any other running) is paused meanwhile."""
     kubeconfig = service_account_kubeconfig(
         control_plane, release.namespace, release.service_account, tmp_path / "kubeconfig"
     )
@@ -90,12 +90,11 @@ def scoped(control_plane: ControlPlane, release: Release, operator: OperatorPod,
         "TUNEROUTE_ROUTER_IMAGE": release.images["router"],
     }
     scoped = OperatorProcess(kubeconfig, tmp_path / "scoped.log", env)
-    operator.scale(0)
-    try:
-        yield scoped.start()
-    finally:
-        scoped.stop()
-        operator.scale(1)
+    with running_operators.paused(control_plane):
+        try:
+            yield scoped.start()
+        finally:
+            scoped.stop()
 
 
 @pytest.fixture

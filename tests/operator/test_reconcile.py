@@ -1,7 +1,7 @@
 """The reconcilers called directly, as handlers.py calls them, against the real API server (and
 the pure index of routes by the FineTuneJob they serve).
 
-No operator runs (one left running by the e2e tests of the same session is paused): each test
+No operator runs (the `kube` fixture pauses any the session or the cluster has running): each test
 calls reconcile.* with the operator's own Kube client and records the Events it would post. The API server, its validation and its status subresource are
 real; the Job controller and the scheduler run too, but nothing here waits for them.
 """
@@ -17,18 +17,11 @@ from tuneroute_operator.api.finetunejob import FineTuneJobStatus
 from tuneroute_operator.settings import Settings
 from tuneroute_operator.status import conditions as cond
 from tuneroute_operator.status.modelroute import CONFIG_REFUSED
-from tuneroute_testing import running_operators
 from tuneroute_testing.control_plane import wait_until
 from tuneroute_testing.k8s import apply, condition, example, get, small_finetunejob
 from tuneroute_trainer.contract import API_VERSION, now
 
 cluster = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_operator_running():
-    with running_operators.paused():
-        yield
 
 
 class Events(list):

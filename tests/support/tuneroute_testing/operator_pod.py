@@ -4,7 +4,6 @@
     op.sample("tuneroute_reconciles_total", kind="FineTuneJob", result="ok")   # its /metrics
     op.restart()      # delete the pod (SIGTERM, grace period): the Deployment makes a new one
     op.kill()         # SIGKILL its process from the node's host: a crash; the kubelet restarts it
-    op.scale(0)       # no operator pod (a test runs its own operator process meanwhile); scale(1)
     op.log_tail()     # kubectl logs
 
 Metrics are read from the pod's IP (this machine routes to the node's pod network).
@@ -63,14 +62,6 @@ class OperatorPod:
         old = self.pod()["metadata"]
         self.cp.kubectl("-n", self.namespace, "delete", "pod", old["name"], "--wait=false")
         self.wait_ready(replacing=old["uid"])
-
-    def scale(self, replicas: int, timeout: float = 120) -> None:
-        """Scale the chart's Deployment; wait until its pods are gone (0) or one is Ready."""
-        self.cp.kubectl("-n", self.namespace, "scale", "deployment", self.release, f"--replicas={replicas}")
-        if replicas:
-            self.wait_ready(timeout)
-        else:
-            wait_until(lambda: not self.pods(), timeout, f"the operator pods in {self.namespace} to be gone")
 
     def kill(self) -> None:
         """SIGKILL the operator's process: no cleanup, as a crash or the OOM killer does.

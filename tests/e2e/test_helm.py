@@ -162,44 +162,21 @@ def test_install_upgrade_uninstall_leaves_nothing_behind(control_plane, images):
     watched = [f"{ns}-a", f"{ns}-b"]  # the chart puts a Role in each watched namespace: they must exist
     for w in watched:
         cp.kubectl("create", "namespace", w, check=False)
+
+    def extra(verb: str, *values: str) -> tuple[dict, dict]:
+        """`helm install/upgrade` of the second release with these values: its Deployment and env."""
+        sets = [arg for v in values for arg in ("--set", v)]
+        flags = ["-n", ns, "--skip-crds", *chart_image_values(images), "--wait", "--timeout", "120s"]
+        cp.helm(verb, "extra", CHART, *flags, *sets)
+        dep = cp.get("deployment", "extra-tuneroute", "-n", ns)
+        return dep, {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+
     # A second operator, really running: it watches only its own namespace (then the two
     # above), so it never acts on the suite's objects.
-    cp.helm(
-        "install",
-        "extra",
-        CHART,
-        "-n",
-        ns,
-        "--skip-crds",
-        *chart_image_values(images),
-        "--set",
-        f"watchNamespaces={{{ns}}}",
-        "--wait",
-        "--timeout",
-        "120s",
-    )
-    dep = cp.get("deployment", "extra-tuneroute", "-n", ns)
-    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    dep, env = extra("install", f"watchNamespaces={{{ns}}}")
     assert env["TUNEROUTE_LOG_FORMAT"] == "plain" and dep["spec"]["strategy"]["type"] == "Recreate"
 
-    cp.helm(
-        "upgrade",
-        "extra",
-        CHART,
-        "-n",
-        ns,
-        "--skip-crds",
-        *chart_image_values(images),
-        "--set",
-        "logFormat=json",
-        "--set",
-        f"watchNamespaces={{{watched[0]},{watched[1]}}}",
-        "--wait",
-        "--timeout",
-        "120s",
-    )
-    dep = cp.get("deployment", "extra-tuneroute", "-n", ns)
-    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    dep, env = extra("upgrade", "logFormat=json", f"watchNamespaces={{{watched[0]},{watched[1]}}}")
     assert env["TUNEROUTE_LOG_FORMAT"] == "json" and env["TUNEROUTE_NAMESPACES"] == ",".join(watched)
     # watching two namespaces: the rights to act are Roles there, not cluster-wide
     assert all(cp.get("roles", "-n", w, "-l", "app.kubernetes.io/instance=extra")["items"] for w in watched)

@@ -4,6 +4,8 @@ openai client, OpenAI-compatible fake backends (vLLM itself in tests/e2e/test_se
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import openai
 import pytest
@@ -44,12 +46,20 @@ def _ask(client, text: str):
     return raw.headers
 
 
-def test_in_domain_requests_reach_the_adapter_that_beat_its_base(tmp_path, backends, adapter_backend):
+@contextmanager
+def _router_with_adapter(tmp_path, backends, adapter_backend, profile: dict):
+    """A router over the base pool plus the adapter with this routing profile: (router, an openai client on it)."""
     cfg = base_config(*backends)
-    cfg["pool"].append(pool_entry(adapter_backend, 1, profile=_profile(1.2, 2.5)))
+    cfg["pool"].append(pool_entry(adapter_backend, 1, profile=profile))
     router = start_router(tmp_path, cfg)
     try:
-        client = openai.OpenAI(base_url=f"{router.base}/v1", api_key="unused")
+        yield router, openai.OpenAI(base_url=f"{router.base}/v1", api_key="unused")
+    finally:
+        router.proc.stop()
+
+
+def test_in_domain_requests_reach_the_adapter_that_beat_its_base(tmp_path, backends, adapter_backend):
+    with _router_with_adapter(tmp_path, backends, adapter_backend, _profile(1.2, 2.5)) as (router, client):
         held_out = K8S[1::2]
         hits = [_ask(client, p) for p in held_out]
         reached = [h for h in hits if h["x-tuneroute-model"] == "k8s-helper"]
@@ -63,20 +73,12 @@ def test_in_domain_requests_reach_the_adapter_that_beat_its_base(tmp_path, backe
         assert any(
             line["reason"].startswith("adapter-match") and "adapter_score" in line for line in router.decision_lines()
         )
-    finally:
-        router.proc.stop()
 
 
 def test_an_adapter_that_did_not_beat_its_base_gets_nothing_by_profile(tmp_path, backends, adapter_backend):
-    cfg = base_config(*backends)
-    cfg["pool"].append(pool_entry(adapter_backend, 1, profile=_profile(2.6, 2.5)))
-    router = start_router(tmp_path, cfg)
-    try:
-        client = openai.OpenAI(base_url=f"{router.base}/v1", api_key="unused")
+    with _router_with_adapter(tmp_path, backends, adapter_backend, _profile(2.6, 2.5)) as (_, client):
         for text in K8S[1:9:2]:
             assert _ask(client, text)["x-tuneroute-model"] != "k8s-helper"
-    finally:
-        router.proc.stop()
 
 
 def test_profiles_round_trip_and_the_matcher_tells_the_domain_from_background():

@@ -2,11 +2,11 @@
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from pydantic import ValidationError
 
+from tuneroute_testing.process import QuietHandler, http_server
 from tuneroute_trainer.config import GrpoSpec
 from tuneroute_trainer.contract import describe
 from tuneroute_trainer.errors import InputError
@@ -237,7 +237,7 @@ def test_python_reward_that_misbehaves_during_training_fails_clearly(tmp_path, b
     assert str(e.value) == f"grpo.rewards[0].python ({path}:reward): {message}"
 
 
-class _Judge(BaseHTTPRequestHandler):
+class _Judge(QuietHandler):
     """A real HTTP scoring endpoint: rewards completions that mention the reference; 'slow' mode never answers in time."""
 
     mode = "ok"
@@ -263,18 +263,12 @@ class _Judge(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, *a):
-        pass
-
 
 @pytest.fixture
 def judge():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     _Judge.mode, _Judge.seen = "ok", []
-    yield f"http://127.0.0.1:{server.server_address[1]}/score"
-    server.shutdown()
+    with http_server(_Judge, "/score") as url:
+        yield url
 
 
 def test_http_reward_scores_a_batch(judge):

@@ -3,13 +3,12 @@ transformers): the mean reward rises in both sync and async modes, progress carr
 reward specs stop before training with exit 2 and nothing published."""
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
 
+from tuneroute_testing.process import QuietHandler, http_server
 from tuneroute_testing.tiny_models import tiny_model
 from tuneroute_testing.trainer_fixtures import char_tokenizer, write_config
 from tuneroute_trainer.cli import main
@@ -93,21 +92,15 @@ def test_sync_grpo_with_a_kl_penalty_against_the_base_model(grpo_model, tmp_path
     assert steps[-1]["kl"] > 0  # training moved the policy away from it, and the KL term sees it
 
 
-class _SlowJudge(BaseHTTPRequestHandler):
+class _SlowJudge(QuietHandler):
     def do_POST(self):
         time.sleep(1.0)
-
-    def log_message(self, *a):
-        pass
 
 
 @pytest.fixture
 def slow_endpoint():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowJudge)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/score"
-    server.shutdown()
+    with http_server(_SlowJudge, "/score") as url:
+        yield url
 
 
 def _bad_module(tmp_path, url):

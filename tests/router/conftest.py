@@ -20,3 +20,12 @@ def backends(tmp_mod):
     yield small, large
     small.proc.stop()
     large.proc.stop()
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """Two fresh backends (small, large) for one test: for tests that change how they behave."""
+    small, large = Backend("small", tmp_path).start(), Backend("large", tmp_path).start()
+    yield small, large
+    small.proc.stop()
+    large.proc.stop()

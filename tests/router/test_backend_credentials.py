@@ -4,24 +4,9 @@ from a mounted Secret key (pool[i].apiKeyPath), re-read when rotated, never logg
 from __future__ import annotations
 
 import openai
-import pytest
 
 from tuneroute_testing.process import wait_until
-from tuneroute_testing.router_harness import Backend, base_config, start_router
-
-
-def ask(router, model="auto"):
-    c = openai.OpenAI(base_url=router.base + "/v1", api_key="unused", max_retries=0, timeout=30)
-    raw = c.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": "Hi"}])
-    return raw.parse(), raw.headers
-
-
-@pytest.fixture
-def pair(tmp_path):
-    small, large = Backend("small", tmp_path).start(), Backend("large", tmp_path).start()
-    yield small, large
-    small.proc.stop()
-    large.proc.stop()
+from tuneroute_testing.router_harness import ask, base_config, start_router
 
 
 def test_each_backend_gets_its_own_key_adapter_loads_included_and_rotation_applies(tmp_path, pair):

@@ -9,23 +9,7 @@ import pytest
 import yaml
 
 from tuneroute_testing.process import wait_until
-from tuneroute_testing.router_harness import Backend, base_config, start_router, write_config
-
-EASY = "What is the capital of France?"
-
-
-@pytest.fixture
-def pair(tmp_path):
-    small, large = Backend("small", tmp_path).start(), Backend("large", tmp_path).start()
-    yield small, large
-    small.proc.stop()
-    large.proc.stop()
-
-
-def ask(router, text=EASY, model="auto"):
-    c = openai.OpenAI(base_url=router.base + "/v1", api_key="unused", max_retries=0, timeout=30)
-    raw = c.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": text}])
-    return raw.parse(), raw.headers
+from tuneroute_testing.router_harness import EASY, ask, base_config, start_router, write_config
 
 
 def _timed(router):

@@ -46,12 +46,23 @@ def build(name: str) -> Starlette:
     def usage(text: str) -> dict:
         return {"prompt_tokens": 10, "completion_tokens": len(text.split()), "total_tokens": 10 + len(text.split())}
 
-    async def chat(request: Request) -> Response:
+    async def counted(request: Request) -> dict | Response:
+        """A /v1/ request's JSON body, counted (requests, models); vLLM's 401 instead without its key."""
         if denied := refused(request):
             return denied
         body = orjson.loads(await request.body())
         state["requests"] += 1
         state["models"].append(body.get("model"))
+        return body
+
+    def answer(id_: str, object_: str, created: int, model: str | None, choices: list, text: str) -> Response:
+        out = {"id": id_, "object": object_, "created": created, "model": model, "choices": choices}
+        return Response(orjson.dumps({**out, "usage": usage(text)}), media_type="application/json")
+
+    async def chat(request: Request) -> Response:
+        body = await counted(request)
+        if isinstance(body, Response):
+            return body
         state["last_body"] = body
         if state["fail_status"]:
             return Response(
@@ -92,32 +103,16 @@ def build(name: str) -> Starlette:
         message: dict[str, Any] = {"role": "assistant", "content": None if tool_call else text}
         if tool_call:
             message["tool_calls"] = [tool_call]
-        out = {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_call else "stop"}],
-            "usage": usage(text),
-        }
-        return Response(orjson.dumps(out), media_type="application/json")
+        choices = [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_call else "stop"}]
+        return answer("chatcmpl-1", "chat.completion", created, model, choices, text)
 
     async def completions(request: Request) -> Response:
-        if denied := refused(request):
-            return denied
-        body = orjson.loads(await request.body())
-        state["requests"] += 1
-        state["models"].append(body.get("model"))
+        body = await counted(request)
+        if isinstance(body, Response):
+            return body
         text = f"I am {name}"
-        out = {
-            "id": "cmpl-1",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": body.get("model"),
-            "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
-            "usage": usage(text),
-        }
-        return Response(orjson.dumps(out), media_type="application/json")
+        choices = [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}]
+        return answer("cmpl-1", "text_completion", int(time.time()), body.get("model"), choices, text)
 
     async def load_adapter(request: Request) -> Response:
         if denied := refused(request):

@@ -8,6 +8,7 @@ import json
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -118,3 +119,16 @@ def start_router(tmp: Path, cfg: dict) -> Router:
     r = Router(write_config(tmp / "router.yaml", cfg), tmp)
     r.proc.start()
     return r
+
+
+EASY = "What is the capital of France?"
+
+
+def ask(router: Router, text: str = EASY, model: str = "auto") -> tuple[Any, Any]:
+    """One chat request through the router with the official openai client (no retries): the
+    parsed response (ChatCompletion) and its headers (x-tuneroute-*)."""
+    import openai
+
+    client = openai.OpenAI(base_url=router.base + "/v1", api_key="unused", max_retries=0, timeout=30)
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": text}])
+    return raw.parse(), raw.headers

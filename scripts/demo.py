@@ -22,7 +22,7 @@ import yaml
 
 from tuneroute_testing import REPO
 from tuneroute_testing.control_plane import ControlPlane, wait_until
-from tuneroute_testing.k8s import chart_image_values
+from tuneroute_testing.k8s import chart_image_values, hostpath_volume
 from tuneroute_testing.router_harness import Backend
 from tuneroute_testing.trainer_fixtures import DATA, save_tiny_model
 
@@ -44,20 +44,6 @@ def show(cp: ControlPlane, *args: str) -> str:
 
 def apply(cp: ControlPlane, *objs: dict) -> None:
     print(cp.kubectl("-n", NS, "apply", "-f", "-", input=yaml.safe_dump_all(objs)).stdout, end="")
-
-
-def host_pv(name: str, claim: str, path: Path, mode: str = "ReadWriteMany") -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": name},
-        "spec": {
-            "capacity": {"storage": "100Gi"},
-            "accessModes": [mode],
-            "hostPath": {"path": str(path)},
-            "claimRef": {"namespace": NS, "name": claim},
-        },
-    }
 
 
 def start_backends(host: str) -> list[Backend]:
@@ -101,7 +87,8 @@ def main() -> None:
     cp.kubectl("-n", NS, "delete", "pvc", "local-data", "--ignore-not-found", "--wait=true")
     cp.kubectl("delete", "pv", "demo-adapters", "demo-local", "--ignore-not-found", "--wait=true")
     shutil.rmtree(DIR / "pv", ignore_errors=True)
-    cp.kubectl("apply", "-f", "-", input=json.dumps(host_pv("demo-adapters", "tuneroute-adapters", DIR / "pv")))
+    adapters_pv = hostpath_volume("demo-adapters", str(DIR / "pv"), NS, "tuneroute-adapters")
+    cp.kubectl("apply", "-f", "-", input=json.dumps(adapters_pv))
     print(cp.kubectl("-n", NS, "apply", "-f", str(REPO / "examples")).stdout)
     print("The 30B FineTuneJob and the vLLM Deployments ask for nvidia.com/gpu: the scheduler puts them on the")
     print("kwok GPU nodes, which run nothing. The route's router pods run for real on the CPU node:")
@@ -120,7 +107,7 @@ def main() -> None:
     shutil.copy(DATA / "chat.jsonl", local / "data" / "chat.jsonl")
     for p in [local, *local.rglob("*")]:
         shutil.chown(p, TRAINER_UID, TRAINER_UID)
-    cp.kubectl("apply", "-f", "-", input=json.dumps(host_pv("demo-local", "local-data", local, "ReadWriteOnce")))
+    cp.kubectl("apply", "-f", "-", input=json.dumps(hostpath_volume("demo-local", str(local), NS, "local-data")))
     ftj = {
         "apiVersion": "tuneroute.io/v1alpha1",
         "kind": "FineTuneJob",

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tuneroute_operator.api.finetunejob import FineTuneJobStatus
-from tuneroute_testing import REPO
+from tuneroute_testing import REPO, running_operators
 from tuneroute_testing.control_plane import wait_until
 from tuneroute_testing.k8s import apply, small_finetunejob
 
@@ -43,6 +43,31 @@ def test_the_training_pod_may_report_progress_but_not_claim_success(control_plan
         assert refused.returncode != 0 and field in refused.stderr, refused.stderr
     got = cp.get("ftj", "guarded", "-n", namespace)["status"]
     assert got["progress"]["step"] == 7 and got.get("phase") != "Succeeded" and "adapter" not in got
+
+
+def test_the_first_progress_report_may_come_before_the_operator_wrote_any_status(control_plane, release, namespace):
+    """The CRD defaults status.conditions to [], so the trainer's first patch of a status the
+    operator has not written yet creates an empty list; that is no change to the operator's
+    fields and is allowed (it was refused once, in a race between the operator's Role and its
+    first status write). The operators are paused so that no status exists when the pod reports."""
+    cp = control_plane
+    trainer = f"system:serviceaccount:{namespace}:early-trainer"
+    with running_operators.paused(cp):
+        apply(cp, namespace, small_finetunejob("early"))
+        role = ("early-trainer", "--verb=get,patch", "--resource=finetunejobs.tuneroute.io/status")
+        cp.kubectl("-n", namespace, "create", "role", *role)
+        cp.kubectl("-n", namespace, "create", "rolebinding", "early-trainer", "--role=early-trainer",
+                   f"--serviceaccount={namespace}:early-trainer")  # fmt: skip
+        assert "status" not in cp.get("ftj", "early", "-n", namespace)
+        ok = _patch_status(cp, namespace, "early", {"progress": {"step": 1, "totalSteps": 10}}, trainer)
+        assert ok.returncode == 0, ok.stderr
+        claimed = _patch_status(cp, namespace, "early", {"conditions": [_condition("Succeeded")]}, trainer)
+        assert claimed.returncode != 0 and "status.conditions" in claimed.stderr, claimed.stderr
+        assert cp.get("ftj", "early", "-n", namespace)["status"]["progress"]["step"] == 1
+
+
+def _condition(kind: str) -> dict:
+    return {"type": kind, "status": "True", "reason": "Done", "lastTransitionTime": "2026-01-01T00:00:00Z"}
 
 
 def test_the_status_policy_covers_every_field_the_operator_owns():

@@ -16,12 +16,15 @@ from pathlib import Path
 import pytest
 
 from tuneroute_testing.control_plane import wait_until
-from tuneroute_testing.k8s import apply, condition, get, table, wait_phase
+from tuneroute_testing.k8s import apply, condition, get, small_finetunejob, table, wait_phase
+from tuneroute_testing.serving import tiny_finetunejob_spec
 from tuneroute_testing.trainer_fixtures import DATA, save_tiny_model
 
 pytestmark = pytest.mark.cluster
 CLAIM = "training-data"
+MODEL = "models/tiny-qwen3-moe"  # where the volume fixture saves it
 TRAINER_UID = 10001  # the image's user; hostPath volumes ignore fsGroup
+CPU_POD = {"gpus": 0, "cpu": "1", "memory": "3Gi", "sharedMemory": "64Mi"}
 
 
 @pytest.fixture
@@ -30,7 +33,7 @@ def volume(control_plane, namespace):
     the claim CLAIM, holding the model and the dataset, writable by the trainer's user.
     ReadWriteMany, as the operator requires of a claim the pods of a `nodes: 2` job share."""
     root = Path(f"/tmp/tuneroute-pv-{namespace}")
-    save_tiny_model("qwen3_moe", root / "models" / "tiny-qwen3-moe")
+    save_tiny_model("qwen3_moe", root / MODEL)
     (root / "data").mkdir()
     shutil.copy(DATA / "chat.jsonl", root / "data" / "chat.jsonl")
     for p in [root, *root.rglob("*")]:
@@ -73,29 +76,11 @@ def volume(control_plane, namespace):
     shutil.rmtree(root, ignore_errors=True)
 
 
-def cpu_finetunejob(name: str, steps: int, every: int = 1000, backoff_limit: int = 0) -> dict:
-    return {
-        "apiVersion": "tuneroute.io/v1alpha1",
-        "kind": "FineTuneJob",
-        "metadata": {"name": name},
-        "spec": {
-            "baseModel": {"pvc": CLAIM, "path": "models/tiny-qwen3-moe"},
-            "dataset": {"pvc": CLAIM, "path": "data/chat.jsonl", "format": "chat"},
-            "lora": {"rank": 8, "alpha": 16, "targetModules": ["q_proj", "v_proj"]},
-            "training": {
-                "maxSteps": steps,
-                "learningRate": 0.003,
-                "batchSize": 4,
-                "sequenceLength": 128,
-                "precision": "fp32",
-            },
-            "checkpoint": {"everySteps": every},
-            # On the real node's CPU: no GPU asked, so it lands there (the GPU nodes are tainted).
-            "resources": {"gpus": 0, "cpu": "1", "memory": "3Gi", "sharedMemory": "64Mi"},
-            "output": {"pvc": CLAIM},
-            "backoffLimit": backoff_limit,
-        },
-    }
+def cpu_finetunejob(name: str, steps: int, **kw) -> dict:
+    """The tiny FineTuneJob on the real node's CPU: no GPU asked, so it lands there (the GPU nodes
+    are tainted); no parity gate (the node has no vLLM image). `kw`: tiny_finetunejob_spec's."""
+    kw = {"resources": CPU_POD, "backoff_limit": 0, **kw}
+    return small_finetunejob(name, **tiny_finetunejob_spec(steps, claim=CLAIM, model=MODEL, verify=False, **kw))
 
 
 def trainer_pods(cp, namespace: str, job: str) -> list[dict]:
@@ -139,7 +124,7 @@ def test_a_trainer_pod_deleted_mid_training_resumes_from_its_checkpoint_in_the_n
 ):
     cp = control_plane
     steps = 40  # about 1 step/s here (1 CPU): the first checkpoint at 5 leaves time to delete the pod
-    apply(cp, namespace, cpu_finetunejob("resumable", steps=steps, every=5, backoff_limit=2))
+    apply(cp, namespace, cpu_finetunejob("resumable", steps=steps, backoff_limit=2, checkpoint_every=5))
     name = wait_until(
         lambda: ((get(cp, namespace, "finetunejob", "resumable") or {}).get("status") or {}).get("adapterName"),
         60,
@@ -178,10 +163,8 @@ def test_two_pods_find_each_other_and_train_one_adapter_with_gloo(
     control_plane, operator, trainer_image, namespace, volume
 ):
     cp = control_plane
-    ftj = cpu_finetunejob("pair", steps=6)
     # Two pods of 800m: both fit on the real node's 2 CPUs beside the operator and CoreDNS.
-    ftj["spec"]["resources"].update(nodes=2, cpu="800m")
-    apply(cp, namespace, ftj)
+    apply(cp, namespace, cpu_finetunejob("pair", steps=6, resources={**CPU_POD, "nodes": 2, "cpu": "800m"}))
     ftj = wait_phase(cp, namespace, "pair", "Succeeded", timeout=600)
 
     pods = trainer_pods(cp, namespace, "pair")

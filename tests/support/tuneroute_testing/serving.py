@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -59,18 +60,40 @@ def stage_tiny_model(root: Path) -> None:
     shutil.copy(DATA / "chat.jsonl", root / "data" / "chat.jsonl")
 
 
-def tiny_finetunejob_spec(steps: int, experts: bool = False, claim: str = ADAPTERS) -> dict:
-    """A FineTuneJob spec that trains the staged tiny model on the chat data and is verified
-    against an engine with LoRA on attention (vLLM's CPU build); `experts`: LoRA on the experts too."""
-    training = {"maxSteps": steps, "learningRate": 0.003, "batchSize": 4, "sequenceLength": 128, "precision": "fp32"}
-    return {
-        "baseModel": {"pvc": claim, "path": "models/tiny"},
+def tiny_finetunejob_spec(
+    steps: int,
+    experts: bool = False,
+    claim: str = ADAPTERS,
+    *,
+    model: str = "models/tiny",
+    precision: str | None = "fp32",
+    checkpoint_every: int | None = None,
+    resources: dict[str, Any] | None = None,
+    backoff_limit: int | None = None,
+    verify: bool = True,
+) -> dict[str, Any]:
+    """A FineTuneJob spec that trains the tiny model staged in `claim` (stage_tiny_model; `model`:
+    its path there) on the chat data and writes the adapter to `claim`, verified against an engine
+    with LoRA on attention (vLLM's CPU build); `experts`: LoRA on the experts too. `verify` False:
+    no parity gate (for a node without the vLLM image). The others left None are not set: the
+    CRD's defaults apply (or examples/10-finetunejob's, through k8s.small_finetunejob)."""
+    training = {"maxSteps": steps, "learningRate": 0.003, "batchSize": 4, "sequenceLength": 128}
+    spec: dict[str, Any] = {
+        "baseModel": {"pvc": claim, "path": model},
         "dataset": {"pvc": claim, "path": "data/chat.jsonl", "format": "chat"},
         "lora": {"rank": 8, "alpha": 16, "targetModules": ATTENTION, "experts": experts},
-        "training": training,
+        "training": training if precision is None else {**training, "precision": precision},
         "evaluation": {"heldOut": 8, "referencePrompts": 2, "maxNewTokens": 4},
-        "verify": {"gpus": 0, "loraTargetModules": ATTENTION, "dtype": "float32"},
+        "output": {"pvc": claim},
     }
+    spec["verify"] = {"gpus": 0, "loraTargetModules": ATTENTION, "dtype": "float32"} if verify else {"enabled": False}
+    if checkpoint_every is not None:
+        spec["checkpoint"] = {"everySteps": checkpoint_every}
+    if resources is not None:
+        spec["resources"] = resources
+    if backoff_limit is not None:
+        spec["backoffLimit"] = backoff_limit
+    return spec
 
 
 def on_kwok_nodes(ftj: dict) -> dict:

@@ -18,7 +18,7 @@ import pytest
 from tuneroute_testing.control_plane import wait_until
 from tuneroute_testing.k8s import apply, condition, get, small_finetunejob, table, wait_phase
 from tuneroute_testing.serving import tiny_finetunejob_spec
-from tuneroute_testing.trainer_fixtures import DATA, save_tiny_model
+from tuneroute_testing.trainer_fixtures import DATA, save_tiny_model, trainer_events
 
 pytestmark = pytest.mark.cluster
 CLAIM = "training-data"
@@ -175,7 +175,7 @@ def test_two_pods_find_each_other_and_train_one_adapter_with_gloo(
         assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
         # Each pod ran one rank of two, holding half the model (FSDP2 shards over gloo).
         logs = cp.kubectl("-n", namespace, "logs", pod["metadata"]["name"]).stdout
-        (report,) = [e for e in map(_json_or_none, logs.splitlines()) if e and e.get("event") == "sharded"]
+        (report,) = [e for e in trainer_events(logs) if e["event"] == "sharded"]
         assert report["worldSize"] == 2 and report["rank"] == int(pod["metadata"]["annotations"][index])
         assert report["frozen"]["local"] * 2 == pytest.approx(report["frozen"]["total"], rel=0.02)
 
@@ -184,11 +184,3 @@ def test_two_pods_find_each_other_and_train_one_adapter_with_gloo(
     adapter = volume / ftj["status"]["adapter"]["path"]
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8
     assert (adapter / "adapter_model.safetensors").stat().st_size > 0
-
-
-def _json_or_none(line: str) -> dict | None:
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None

@@ -24,7 +24,7 @@ import psutil
 import pytest
 from safetensors.torch import load_file
 
-from tuneroute_testing.trainer_fixtures import save_tiny_model, trainer_config, write_config
+from tuneroute_testing.trainer_fixtures import save_tiny_model, trainer_config, trainer_events, write_config
 from tuneroute_trainer.config import TrainerConfig
 from tuneroute_trainer.train import checkpoint_dir
 
@@ -44,10 +44,6 @@ def _config(model_dir: Path, out: Path, batch: int, **over) -> dict:
     return trainer_config(
         model_dir, out, training={"maxSteps": STEPS, "batchSize": batch}, checkpoint={"everySteps": 2}, **over
     )
-
-
-def _events(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith('{"event"')]
 
 
 def _losses(events: list[dict]) -> dict[int, float]:
@@ -81,7 +77,7 @@ def reference(model_dir, tmp_path_factory):
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    losses = _losses(_events(run.stdout))
+    losses = _losses(trainer_events(run.stdout))
     assert sorted(losses) == list(range(1, STEPS + 1))
     return losses, _adapter(tmp / "out")
 
@@ -122,7 +118,7 @@ def test_two_ranks_shard_the_model_and_match_one_process(model_dir, reference, t
     proc = _torchrun("--standalone", "--nproc-per-node", "2", config=write_config(tmp_path / "config.json", cfg))
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
-    events = _events(stdout)
+    events = trainer_events(stdout)
     _assert_really_sharded(events, 2)
     losses = _losses(events)
     assert sorted(losses) == list(range(1, STEPS + 1))  # progress from rank 0 only: one line per step

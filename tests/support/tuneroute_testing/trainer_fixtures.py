@@ -64,6 +64,20 @@ def trainer_config(model_dir: Path, out_dir: Path, fmt: str = "chat", data: str 
     return cfg
 
 
+def trainer_events(text: str) -> list[dict[str, Any]]:
+    """The trainer's JSON event lines ({"event": "progress" | "sharded" | "done" | ...}) in its
+    output or a pod's log; any other line is skipped."""
+    events = []
+    for line in text.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "event" in value:
+            events.append(value)
+    return events
+
+
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(json.dumps(cfg))
     return path

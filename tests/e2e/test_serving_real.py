@@ -6,11 +6,15 @@ CPU build of vLLM has no MoE-LoRA kernel, see docs/serving.md), the parity gate 
 (weight and output level), vLLM 0.32's CPU build serving the base model and the adapter, the router
 process, the openai client.
 
-Standing in for pods (kwok nodes run no containers; the real node of issue 7 has not landed): the
-training and verify pods run here as processes (tuneroute_testing.serving), and so does vLLM, with
-the command line of the Deployment the operator rendered (paths on claims mapped to their
-hostPath directories, the port to a free one on 127.0.0.1). The router runs with the ConfigMap the
-operator rendered, the vLLM Service's URL replaced by that process's.
+Standing in for pods: the real node (tests/cluster/node.sh: containerd and a kubelet) has no
+vLLM image, and vLLM's CPU build lives in a virtual environment on this machine
+(scripts/vllm-venv.sh). So the FineTuneJob's pods are placed on the kwok GPU nodes, which run no
+containers (serving.on_kwok_nodes: the verify pod would otherwise land on the real node), and
+the training and verify pods run here as processes (tuneroute_testing.serving), with the config
+and command line the operator rendered; so does vLLM, with the command line of the Deployment
+the operator rendered (paths on claims mapped to their hostPath directories, the port to a free
+one on 127.0.0.1). The router, which must reach that process, runs here too, with the ConfigMap
+the operator rendered, the vLLM Service's URL replaced by that process's.
 """
 
 from __future__ import annotations

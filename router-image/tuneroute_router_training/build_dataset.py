@@ -304,37 +304,26 @@ def mtbench_rows() -> list[dict]:
                 refs[r["question_id"]] = r["choices"][0]["turns"][0]
     rows = []
     for q in qs:
-        tier = MTBENCH_TIER[q["category"]]
         t1, t2 = q["turns"]
         # the assistant turn in the context: GPT-4's reference answer where MT-Bench has one, else a stub
         answer = refs.get(q["question_id"], "(answer omitted)")
-        rows.append(
-            dict(
-                id=f"mtbench/{q['question_id']}/1",
-                source="mtbench",
-                task="mtbench:" + q["category"],
-                split="test",
-                tier=tier,
-                label="category",
-                messages=user(t1),
-            )
-        )
         conv = [
             {"role": "user", "content": t1},
             {"role": "assistant", "content": answer},
             {"role": "user", "content": t2},
         ]
-        rows.append(
-            dict(
-                id=f"mtbench/{q['question_id']}/2",
-                source="mtbench",
-                task="mtbench:" + q["category"],
-                split="test",
-                tier=tier,
-                label="category",
-                messages=conv,
+        for turn, messages in ((1, user(t1)), (2, conv)):
+            rows.append(
+                dict(
+                    id=f"mtbench/{q['question_id']}/{turn}",
+                    source="mtbench",
+                    task="mtbench:" + q["category"],
+                    split="test",
+                    tier=MTBENCH_TIER[q["category"]],
+                    label="category",
+                    messages=messages,
+                )
             )
-        )
     log(f"mtbench: {len(rows)} prompts (half of them second turns)")
     return rows
 

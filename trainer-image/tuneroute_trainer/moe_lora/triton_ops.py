@@ -24,6 +24,19 @@ BLOCK_M, BLOCK_N, BLOCK_K = (16, 16, 16) if INTERPRET else (64, 64, 32)
 
 
 @triton.jit
+def _tile_rows(ROWS, row0, row_end, HAS_GATHER: tl.constexpr, BM: tl.constexpr):
+    """BM rows from row0 of the expert-sorted order: their indices, the mask of those before
+    row_end (one past the expert's last row), and the input rows they read (through ROWS when gathered)."""
+    rm = row0 + tl.arange(0, BM)
+    mrow = rm < row_end
+    if HAS_GATHER:
+        src = tl.load(ROWS + rm, mask=mrow, other=0)
+    else:
+        src = rm
+    return rm, mrow, src
+
+
+@triton.jit
 def _lora_gmm_kernel(
     X,
     ROWS,
@@ -67,12 +80,7 @@ def _lora_gmm_kernel(
     e = tl.load(TILE_E + pid_t).to(tl.int64)
     row0 = tl.load(TILE_ROW + pid_t)
     row_end = tl.load(OFFS + e)
-    rm = row0 + tl.arange(0, BM)
-    mrow = rm < row_end
-    if HAS_GATHER:
-        src = tl.load(ROWS + rm, mask=mrow, other=0)
-    else:
-        src = rm
+    rm, mrow, src = _tile_rows(ROWS, row0, row_end, HAS_GATHER, BM)
     rn = pid_n * BN + tl.arange(0, BN)
     rk = tl.arange(0, BK)
     rr = tl.arange(0, BR)
@@ -146,12 +154,7 @@ def _lora_wgrad_kernel(
     rr = tl.arange(0, BR)
     acc = tl.zeros((BR, BC), dtype=tl.float32)
     for m0 in range(start, end, BM):
-        rm = m0 + tl.arange(0, BM)
-        mrow = rm < end
-        if HAS_GATHER:
-            src = tl.load(ROWS + rm, mask=mrow, other=0)
-        else:
-            src = rm
+        rm, mrow, src = _tile_rows(ROWS, m0, end, HAS_GATHER, BM)
         p = tl.load(P + rm[:, None] * spm + rr[None, :] * spr, mask=mrow[:, None] & (rr[None, :] < R), other=0.0)
         q = tl.load(Q + src[:, None] * sqm + rc[None, :] * sqc, mask=mrow[:, None] & (rc[None, :] < C), other=0.0)
         if UPCAST:

@@ -181,9 +181,7 @@ dockerfile_of() {
 # The build context each Dockerfile's header names (where `docker build` runs from).
 context_of() {
   case "$1" in
-    operator) echo "." ;;
-    router) echo "." ;;
-    trainer) echo "trainer-image" ;;
+    operator | router | trainer) echo "." ;;
   esac
 }
 

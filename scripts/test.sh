@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: build what the tests need (cached outside the repo), run the lint and type
 # checks, then the tests.
-#   scripts/test.sh [pytest args...]        (with pytest args: only those tests, no checks)
+#   scripts/test.sh [pytest args...]        (with pytest args: only those tests, no checks, one process)
 # The full run builds the three images first, beside the Go build (one is mostly I/O, the
 # other CPU); a partial run builds the images its tests need when they start.
 set -euo pipefail
@@ -32,4 +32,9 @@ if [ $# -eq 0 ] || [ "${TUNEROUTE_CHECKS:-}" = 1 ]; then
   mypy scripts/*.py bench/*.py  # the scripts users run: files, not packages, so checked on their own
 fi
 export LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-exec python -m pytest "$@"
+# The full run uses two workers: one runs the cluster's tests (one group, tests/conftest.py), the
+# other the in-process ones beside it. TUNEROUTE_TEST_WORKERS=0 runs everything in this process.
+workers="${TUNEROUTE_TEST_WORKERS:-$([ $# -eq 0 ] && echo 2 || echo 0)}"
+parallel=()
+[ "$workers" = 0 ] || parallel=(-n "$workers" --dist loadgroup)
+exec python -m pytest "${parallel[@]}" "$@"

@@ -7,6 +7,7 @@ kube-proxy, CoreDNS) where CPU-only pods run. It starts once per session.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 
@@ -14,6 +15,15 @@ import pytest
 
 from tuneroute_testing import REPO, running_operators
 from tuneroute_testing.control_plane import ControlPlane
+
+
+def pytest_itemcollected(item):
+    """The tests of the local cluster form one group: on a parallel run (.ci/run: pytest-xdist,
+    `--dist loadgroup`) one worker runs them all, in order, against one cluster, while the other
+    runs the in-process tests (training, routing) beside them: the cluster tests mostly wait on
+    pods and the API server, the others mostly compute."""
+    if item.get_closest_marker("cluster") or "control_plane" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.xdist_group("cluster"))
 
 
 @pytest.fixture(scope="session")
@@ -25,10 +35,18 @@ def shown(request):
 
 @pytest.fixture(scope="session")
 def control_plane(shown):
-    with shown():
-        cp = ControlPlane.up(os.environ.get("TUNEROUTE_TEST_CLUSTER_DIR", "/tmp/tuneroute-test-cluster"))
-    yield cp
-    cp.down()
+    directory = os.environ.get("TUNEROUTE_TEST_CLUSTER_DIR", "/tmp/tuneroute-test-cluster")
+    # One process per cluster: a second one (another run, or a parallel worker outside the
+    # cluster group) would start and stop the same cluster under the first one's tests.
+    with open(f"{directory.rstrip('/')}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pytest.fail(f"another test process uses the cluster in {directory}: set TUNEROUTE_TEST_CLUSTER_DIR")
+        with shown():
+            cp = ControlPlane.up(directory)
+        yield cp
+        cp.down()
 
 
 @pytest.fixture

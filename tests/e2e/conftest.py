@@ -4,6 +4,7 @@ puts into its children are the ones built from their Dockerfiles."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from tuneroute_testing import REPO, running_operators
 from tuneroute_testing.control_plane import ControlPlane
 from tuneroute_testing.k8s import apply, chart_image_values, hostpath_volume, watch_one
-from tuneroute_testing.node import image_refs
+from tuneroute_testing.node import BackgroundImport, image_refs
 from tuneroute_testing.operator_pod import OperatorPod
 from tuneroute_testing.operator_process import OperatorProcess, service_account_kubeconfig
 from tuneroute_testing.serving import ADAPTERS, pv_dir, stage_tiny_model
@@ -41,13 +42,28 @@ def images(control_plane: ControlPlane, shown) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def trainer_image(control_plane: ControlPlane, images, shown) -> str:
-    with shown():
-        return control_plane.node.import_images("trainer")["trainer"]
+def trainer_import(request, control_plane: ControlPlane, images) -> Iterator[BackgroundImport | None]:
+    """When the session has tests that run the trainer image (6.6 GB: minutes to import, more to
+    build), it goes into the node in the background from the first e2e test on, beside the tests
+    that do not need it; trainer_image waits for it."""
+    if not any("trainer_image" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        yield None
+        return
+    running = control_plane.node.start_import("trainer")
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="session")
-def release(control_plane: ControlPlane, images) -> Release:
+def trainer_image(control_plane: ControlPlane, trainer_import: BackgroundImport | None, shown) -> str:
+    with shown():
+        if trainer_import is None:
+            return control_plane.node.import_images("trainer")["trainer"]
+        return trainer_import.wait()["trainer"]
+
+
+@pytest.fixture(scope="session")
+def release(control_plane: ControlPlane, images, trainer_import) -> Release:
     """`helm install` of charts/tuneroute (CRDs, RBAC, ServiceAccount, the operator Deployment)."""
     ns = "tuneroute-system"
     control_plane.kubectl("create", "namespace", ns, check=False)

@@ -67,6 +67,18 @@ class RealNode:
             raise RuntimeError(f"scripts/images.sh import failed ({proc.returncode}); see its output above")
         return dict(line.split("=", 1) for line in proc.stdout.split())
 
+    def start_import(self, *names: str) -> BackgroundImport:
+        """import_images without waiting: for a large image the tests need later."""
+        proc = subprocess.Popen(
+            [str(IMAGES), "import", str(self.cluster_dir), *names],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=None,  # progress straight to the caller's stderr
+            text=True,
+            start_new_session=True,  # stop() ends buildah and ctr with it
+        )
+        return BackgroundImport(proc)
+
     def container_pid(self, container_id: str) -> int:
         """Host PID of a running container's main process ("containerd://ID" or ID)."""
         cid = container_id.removeprefix("containerd://")
@@ -89,6 +101,23 @@ class RealNode:
         SIGTERM, no grace period). The kubelet restarts it as the pod's restartPolicy says."""
         status = next(s for s in pod["status"]["containerStatuses"] if s["name"] == container)
         os.kill(self.container_pid(status["containerID"]), signal.SIGKILL)
+
+
+@dataclass
+class BackgroundImport:
+    proc: subprocess.Popen
+
+    def wait(self, timeout: float = 3600) -> dict[str, str]:
+        """{name: ref} once the import is done; raises when it failed."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"scripts/images.sh import failed ({self.proc.returncode}); see its output above")
+        return dict(line.split("=", 1) for line in out.split())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(60)
 
 
 def image_refs(*names: str) -> dict[str, str]:

@@ -38,10 +38,10 @@ from tuneroute_testing.k8s import chart_image_values, condition, hostpath_volume
 from tuneroute_testing.pod_ip import VllmOnPodIp, endpoint_ip, release_recorded, take_pod_ip
 from tuneroute_testing.router_harness import Backend
 from tuneroute_testing.serving import (
-    ATTENTION,
     run_verify_pod,
     stage_tiny_model,
     tiny_finetunejob_spec,
+    tiny_vllm_route,
     vllm_from_deployment,
 )
 
@@ -104,32 +104,8 @@ def ask(client: openai.OpenAI, ip: str, model: str, prompt: str, **kwargs):
 def served_route(local_claim: str) -> dict:
     """A route over the tiny base model, served by a vLLM Deployment the operator renders, and the
     demo's adapter on it. The vLLM entry asks for a GPU (tensor parallel 1), as on a GPU cluster."""
-    vllm = {
-        "model": {"pvc": local_claim, "path": "models/tiny"},
-        "gpus": 1,
-        "dtype": "float32",
-        "maxModelLen": 256,
-        "loraTargetModules": ATTENTION,  # vLLM's CPU build: no MoE-LoRA kernel
-        "extraArgs": ["--enforce-eager", "--max-num-seqs", "4"],
-    }
-    return {
-        "apiVersion": "tuneroute.io/v1alpha1",
-        "kind": "ModelRoute",
-        "metadata": {"name": "served"},
-        "spec": {
-            "pool": [
-                {"name": "tiny", "backend": {"vllm": vllm}, "tier": 1, "contextWindow": 256},
-                {
-                    "name": "tiny-support",
-                    "backend": {"fineTuneJob": {"name": "tiny-support", "base": "tiny"}},
-                    "tier": 1,
-                    "contextWindow": 256,
-                },
-            ],
-            "router": {"replicas": 1, "resources": {"cpu": "100m", "memory": "512Mi"}},
-            "auth": {"mode": "none"},
-        },
-    }
+    router = {"replicas": 1, "resources": {"cpu": "100m", "memory": "512Mi"}}
+    return tiny_vllm_route("tiny-support", claim=local_claim, gpus=1, router=router)
 
 
 def serving(cp: ControlPlane, adapter: str) -> dict | None:

@@ -31,12 +31,11 @@ from tuneroute_testing.control_plane import wait_until
 from tuneroute_testing.k8s import apply, condition, get, small_finetunejob, wait_phase
 from tuneroute_testing.router_harness import Router, write_config
 from tuneroute_testing.serving import (
-    ADAPTERS,
-    ATTENTION,
     on_kwok_nodes,
     run_training_pod,
     run_verify_pod,
     tiny_finetunejob_spec,
+    tiny_vllm_route,
     vllm_from_deployment,
 )
 
@@ -46,33 +45,9 @@ PROMPT = "add 3 4"  # the adapter's domain: the arithmetic chat data it was trai
 
 
 def _route() -> dict:
-    vllm = {
-        "model": {"pvc": ADAPTERS, "path": "models/tiny"},
-        "gpus": 0,
-        "dtype": "float32",
-        "maxModelLen": 256,
-        "loraTargetModules": ATTENTION,
-        "extraArgs": ["--enforce-eager", "--max-num-seqs", "4"],
-    }
-    return {
-        "apiVersion": "tuneroute.io/v1alpha1",
-        "kind": "ModelRoute",
-        "metadata": {"name": "served"},
-        "spec": {
-            "pool": [
-                {"name": "tiny", "backend": {"vllm": vllm}, "tier": 1, "contextWindow": 256},
-                {
-                    "name": "arith",
-                    "backend": {"fineTuneJob": {"name": "arith", "base": "tiny"}},
-                    "tier": 1,
-                    "contextWindow": 256,
-                },
-            ],
-            # a restarting vLLM opens the circuits; a short cooldown lets the first request after it through
-            "dispatch": {"retries": 1, "failureThreshold": 2, "cooldownSeconds": 1, "connectTimeoutSeconds": 2},
-            "auth": {"mode": "none"},
-        },
-    }
+    # a restarting vLLM opens the circuits; a short cooldown lets the first request after it through
+    dispatch = {"retries": 1, "failureThreshold": 2, "cooldownSeconds": 1, "connectTimeoutSeconds": 2}
+    return tiny_vllm_route("arith", dispatch=dispatch)
 
 
 def _ask(client: openai.OpenAI, text: str):

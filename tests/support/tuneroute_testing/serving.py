@@ -96,6 +96,31 @@ def tiny_finetunejob_spec(
     return spec
 
 
+def tiny_vllm_route(job: str, claim: str = ADAPTERS, gpus: int = 0, **spec: Any) -> dict:
+    """ModelRoute "served": the staged tiny model (models/tiny on `claim`) as entry "tiny", served
+    by the vLLM Deployment the operator renders (LoRA on attention: vLLM's CPU build has no
+    MoE-LoRA kernel), and FineTuneJob `job`'s adapter on it as entry `job`; `spec` adds to the
+    route's spec (router, dispatch, ...)."""
+    vllm = {
+        "model": {"pvc": claim, "path": "models/tiny"},
+        "gpus": gpus,
+        "dtype": "float32",
+        "maxModelLen": 256,
+        "loraTargetModules": ATTENTION,
+        "extraArgs": ["--enforce-eager", "--max-num-seqs", "4"],
+    }
+    pool = [
+        {"name": "tiny", "backend": {"vllm": vllm}, "tier": 1, "contextWindow": 256},
+        {"name": job, "backend": {"fineTuneJob": {"name": job, "base": "tiny"}}, "tier": 1, "contextWindow": 256},
+    ]
+    return {
+        "apiVersion": "tuneroute.io/v1alpha1",
+        "kind": "ModelRoute",
+        "metadata": {"name": "served"},
+        "spec": {"pool": pool, "auth": {"mode": "none"}, **spec},
+    }
+
+
 def on_kwok_nodes(ftj: dict) -> dict:
     """A FineTuneJob whose pods all land on the kwok GPU nodes, where the tests run them as host
     processes: the verify pod asks no GPU (verify.gpus 0), so without this it would go to the real

@@ -55,17 +55,7 @@ class RealNode:
     def import_images(self, *names: str, timeout: float = 3600) -> dict[str, str]:
         """Build (when missing: minutes the first time) and import tuneroute's images into the
         node; returns {name: ref}. Progress goes to stderr as it happens."""
-        proc = subprocess.run(
-            [str(IMAGES), "import", str(self.cluster_dir), *names],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=None,  # progress straight to the caller's stderr
-            text=True,
-            timeout=timeout,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"scripts/images.sh import failed ({proc.returncode}); see its output above")
-        return dict(line.split("=", 1) for line in proc.stdout.split())
+        return self.start_import(*names).wait(timeout)
 
     def start_import(self, *names: str) -> BackgroundImport:
         """import_images without waiting: for a large image the tests need later."""
@@ -109,7 +99,11 @@ class BackgroundImport:
 
     def wait(self, timeout: float = 3600) -> dict[str, str]:
         """{name: ref} once the import is done; raises when it failed."""
-        out, _ = self.proc.communicate(timeout=timeout)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except BaseException:  # a timeout or Ctrl-C: its own session does not get the signal
+            self.stop()
+            raise
         if self.proc.returncode != 0:
             raise RuntimeError(f"scripts/images.sh import failed ({self.proc.returncode}); see its output above")
         return dict(line.split("=", 1) for line in out.split())

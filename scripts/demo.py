@@ -19,6 +19,7 @@ this machine.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -34,8 +35,8 @@ import yaml
 
 from tuneroute_testing import REPO
 from tuneroute_testing.control_plane import ControlPlane, wait_until
-from tuneroute_testing.k8s import chart_image_values, condition, hostpath_volume
-from tuneroute_testing.pod_ip import VllmOnPodIp, endpoint_ip, release_recorded, take_pod_ip
+from tuneroute_testing.k8s import chart_image_values, condition, get, hostpath_volume
+from tuneroute_testing.pod_ip import endpoint_ip, release_recorded, take_pod_ip
 from tuneroute_testing.router_harness import Backend
 from tuneroute_testing.serving import (
     run_verify_pod,
@@ -110,11 +111,8 @@ def served_route(local_claim: str) -> dict:
 
 def serving(cp: ControlPlane, adapter: str) -> dict | None:
     """The served route's vLLM Deployment once its command line serves `adapter`."""
-    out = cp.kubectl("-n", NS, "get", "deployment", "served-tiny", "-o", "json", check=False)
-    if out.returncode != 0:
-        return None
-    deployment = json.loads(out.stdout)
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    deployment = get(cp, NS, "deployment", "served-tiny")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"] if deployment else []
     return deployment if any(adapter in a for a in args) else None
 
 
@@ -207,7 +205,6 @@ def main() -> None:
     # 700m CPU: the real node has the machine's 2 CPUs, and examples/' two routers request 500m each.
     resources = {"gpus": 0, "cpu": "700m", "memory": "3Gi", "sharedMemory": "64Mi"}
     spec = tiny_finetunejob_spec(steps=40, claim="local-data", checkpoint_every=20, resources=resources)
-    spec = json.loads(json.dumps(spec))  # no shared lists, so the YAML printed below has no anchors
     # The gate's pod asks for a GPU, as on a GPU cluster: the scheduler puts it on a kwok GPU node
     # (the real node has no vLLM image) and this machine runs its command line (the next step).
     spec["verify"]["gpus"] = 1
@@ -335,8 +332,7 @@ def main() -> None:
     stop_host_vllm()
     take_pod_ip(node, pod_ip)
     (DIR / "pod-ips").write_text(pod_ip)
-    base = vllm_from_deployment(deployment, claims, DIR / "vllm.log")
-    vllm = VllmOnPodIp(base.model, port, base.log, base.args, host=pod_ip)
+    vllm = dataclasses.replace(vllm_from_deployment(deployment, claims, DIR / "vllm.log"), port=port, host=pod_ip)
     print(f"$ python {shlex.join(vllm.command()[1:])}   (log: {vllm.log})", flush=True)
     vllm.start(progress=lambda line: print(f"  {line}", flush=True))
     assert vllm.proc is not None

@@ -56,9 +56,8 @@ def trainer_import(request, control_plane: ControlPlane, images) -> Iterator[Bac
 
 @pytest.fixture(scope="session")
 def trainer_image(control_plane: ControlPlane, trainer_import: BackgroundImport | None, shown) -> str:
+    assert trainer_import, "started for every session whose tests ask for trainer_image"
     with shown():
-        if trainer_import is None:
-            return control_plane.node.import_images("trainer")["trainer"]
         return trainer_import.wait()["trainer"]
 
 

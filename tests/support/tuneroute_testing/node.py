@@ -31,6 +31,7 @@ class RealNode:
     dns_ip: str
     pod_cidr: str
     service_cidr: str
+    netns: str  # the network namespace the node's containerd, kubelet and pods live in
 
     @classmethod
     def of(cls, cluster_dir: Path) -> RealNode | None:
@@ -46,6 +47,7 @@ class RealNode:
             dns_ip=values["DNS_IP"],
             pod_cidr=values["POD_CIDR"],
             service_cidr=values["SERVICE_CIDR"],
+            netns=values["NETNS"],
         )
 
     @property

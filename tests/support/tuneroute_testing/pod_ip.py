@@ -11,23 +11,17 @@ as it would reach the pod's container.
     take_pod_ip(cp.node, ip)                         # this machine answers for it
     release_pod_ip(ip)                               # and gives it back (the node's route dies with it)
 
-Root only (it changes this machine's addresses). Standard library only, apart from VllmOnPodIp.
+Root only (it changes this machine's addresses). Standard library only. VllmServer(host=ip)
+listens on such an address.
 """
 
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from .control_plane import ControlPlane
 from .node import RealNode
-from .serving import VllmServer
-
-
-def _net_env(node: RealNode) -> dict[str, str]:
-    text = (node.cluster_dir / "node" / "net.env").read_text()
-    return dict(line.split("=", 1) for line in text.split() if "=" in line)
 
 
 def endpoint_ip(cp: ControlPlane, namespace: str, service: str) -> str | None:
@@ -47,12 +41,11 @@ def endpoint_ip(cp: ControlPlane, namespace: str, service: str) -> str | None:
 def take_pod_ip(node: RealNode, ip: str) -> None:
     """Make this machine answer for `ip`: a /32 on the loopback, and a route to this machine for it
     in the node's network namespace (the pods' traffic leaves through there). Idempotent."""
-    net = _net_env(node)
     have = subprocess.run(["ip", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True, check=True)
     if f" {ip}/32 " not in have.stdout:
         subprocess.run(["ip", "addr", "add", f"{ip}/32", "dev", "lo"], check=True)
     subprocess.run(
-        ["nsenter", f"--net=/run/netns/{net['NETNS']}", "ip", "route", "replace", f"{ip}/32", "via", net["HOST_IP"]],
+        ["nsenter", f"--net=/run/netns/{node.netns}", "ip", "route", "replace", f"{ip}/32", "via", node.host_ip],
         check=True,
     )
 
@@ -70,20 +63,4 @@ def release_recorded(record: Path) -> None:
         record.unlink()
 
 
-@dataclass
-class VllmOnPodIp(VllmServer):
-    """VllmServer listening on `host` (a pod IP taken with take_pod_ip) instead of 127.0.0.1."""
-
-    host: str = "127.0.0.1"
-
-    @property
-    def root(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def command(self) -> list[str]:
-        cmd = super().command()
-        cmd[cmd.index("--host") + 1] = self.host
-        return cmd
-
-
-__all__ = ["VllmOnPodIp", "endpoint_ip", "release_pod_ip", "release_recorded", "take_pod_ip"]
+__all__ = ["endpoint_ip", "release_pod_ip", "release_recorded", "take_pod_ip"]

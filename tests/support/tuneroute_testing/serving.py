@@ -81,12 +81,14 @@ def tiny_finetunejob_spec(
     spec: dict[str, Any] = {
         "baseModel": {"pvc": claim, "path": model},
         "dataset": {"pvc": claim, "path": "data/chat.jsonl", "format": "chat"},
-        "lora": {"rank": 8, "alpha": 16, "targetModules": ATTENTION, "experts": experts},
+        "lora": {"rank": 8, "alpha": 16, "targetModules": list(ATTENTION), "experts": experts},
         "training": training if precision is None else {**training, "precision": precision},
         "evaluation": {"heldOut": 8, "referencePrompts": 2, "maxNewTokens": 4},
         "output": {"pvc": claim},
     }
-    spec["verify"] = {"gpus": 0, "loraTargetModules": ATTENTION, "dtype": "float32"} if verify else {"enabled": False}
+    spec["verify"] = (
+        {"gpus": 0, "loraTargetModules": list(ATTENTION), "dtype": "float32"} if verify else {"enabled": False}
+    )
     if checkpoint_every is not None:
         spec["checkpoint"] = {"everySteps": checkpoint_every}
     if resources is not None:
@@ -106,7 +108,7 @@ def tiny_vllm_route(job: str, claim: str = ADAPTERS, gpus: int = 0, **spec: Any)
         "gpus": gpus,
         "dtype": "float32",
         "maxModelLen": 256,
-        "loraTargetModules": ATTENTION,
+        "loraTargetModules": list(ATTENTION),
         "extraArgs": ["--enforce-eager", "--max-num-seqs", "4"],
     }
     pool = [
@@ -239,11 +241,12 @@ class VllmServer:
     )
     proc: subprocess.Popen | None = None
     startup_seconds: float | None = None
+    host: str = "127.0.0.1"  # or a pod IP this machine took (tuneroute_testing.pod_ip)
 
     @property
     def root(self) -> str:
         """The server's address without the OpenAI prefix (/health, /metrics, /v1/...)."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -257,7 +260,7 @@ class VllmServer:
             "--model",
             self.model,
             "--host",
-            "127.0.0.1",
+            self.host,
             "--port",
             str(self.port),
             *self.args,

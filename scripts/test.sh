@@ -32,8 +32,9 @@ if [ $# -eq 0 ] || [ "${TUNEROUTE_CHECKS:-}" = 1 ]; then
   mypy scripts/*.py bench/*.py  # the scripts users run: files, not packages, so checked on their own
 fi
 export LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-# The full run uses two workers: one runs the cluster's tests (one group, tests/conftest.py), the
-# other the in-process ones beside it. TUNEROUTE_TEST_WORKERS=0 runs everything in this process.
+# The full run uses two workers, each with a cluster of its own: each runs one group of cluster
+# tests (tuneroute_testing/test_groups.py) and, around it, the in-process tests.
+# TUNEROUTE_TEST_WORKERS=0 runs everything in this process, on one cluster.
 workers="${TUNEROUTE_TEST_WORKERS:-$([ $# -eq 0 ] && echo 2 || echo 0)}"
 parallel=()
 [ "$workers" = 0 ] || parallel=(-n "$workers" --dist loadgroup)

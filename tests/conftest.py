@@ -8,22 +8,23 @@ kube-proxy, CoreDNS) where CPU-only pods run. It starts once per session.
 from __future__ import annotations
 
 import fcntl
-import os
 import uuid
 
 import pytest
 
 from tuneroute_testing import REPO, running_operators
 from tuneroute_testing.control_plane import ControlPlane
+from tuneroute_testing.test_groups import cluster_dir, cluster_group
 
 
 def pytest_itemcollected(item):
-    """The tests of the local cluster form one group: on a parallel run (.ci/run: pytest-xdist,
-    `--dist loadgroup`) one worker runs them all, in order, against one cluster, while the other
-    runs the in-process tests (training, routing) beside them: the cluster tests mostly wait on
-    pods and the API server, the others mostly compute."""
-    if item.get_closest_marker("cluster") or "control_plane" in getattr(item, "fixturenames", ()):
-        item.add_marker(pytest.mark.xdist_group("cluster"))
+    """The tests of the local cluster form groups (tuneroute_testing.test_groups): on a parallel
+    run (.ci/run: pytest-xdist, `--dist loadgroup`) each group runs in one worker, in order,
+    against that worker's cluster, while the in-process tests (training, routing) run beside
+    them: the cluster tests mostly wait on pods and the API server, the others mostly compute."""
+    group = cluster_group(item)
+    if group:
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
@@ -35,10 +36,10 @@ def shown(request):
 
 @pytest.fixture(scope="session")
 def control_plane(shown):
-    directory = os.environ.get("TUNEROUTE_TEST_CLUSTER_DIR", "/tmp/tuneroute-test-cluster")
-    # One process per cluster: a second one (another run, or a parallel worker outside the
-    # cluster group) would start and stop the same cluster under the first one's tests.
-    with open(f"{directory.rstrip('/')}.lock", "w") as lock:
+    directory = cluster_dir()
+    # One process per cluster: a second one (another run on the same directory) would start and
+    # stop the same cluster under the first one's tests.
+    with open(f"{directory}.lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -17,6 +17,7 @@ from tuneroute_testing.node import BackgroundImport, image_refs
 from tuneroute_testing.operator_pod import OperatorPod
 from tuneroute_testing.operator_process import OperatorProcess, service_account_kubeconfig
 from tuneroute_testing.serving import ADAPTERS, pv_dir, stage_tiny_model
+from tuneroute_testing.test_groups import cluster_group
 
 pytestmark = pytest.mark.cluster
 CHART = str(REPO / "charts" / "tuneroute")
@@ -42,27 +43,36 @@ def images(control_plane: ControlPlane, shown) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def trainer_import(request, control_plane: ControlPlane, images) -> Iterator[BackgroundImport | None]:
-    """When the session has tests that run the trainer image (6.6 GB: minutes to import, more to
-    build), it goes into the node in the background from the first e2e test on, beside the tests
-    that do not need it; trainer_image waits for it."""
-    if not any("trainer_image" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        yield None
-        return
+def trainer_import(control_plane: ControlPlane, images) -> Iterator[BackgroundImport]:
+    """The trainer image (6.6 GB: minutes to import, more to build) going into the node in the
+    background; trainer_image waits for it."""
     running = control_plane.node.start_import("trainer")
     yield running
     running.stop()
 
 
 @pytest.fixture(scope="session")
-def trainer_image(control_plane: ControlPlane, trainer_import: BackgroundImport | None, shown) -> str:
-    assert trainer_import, "started for every session whose tests ask for trainer_image"
+def _groups_with_trainer_pods(request) -> set[str | None]:
+    return {cluster_group(item) for item in request.session.items if "trainer_image" in item.fixturenames}
+
+
+@pytest.fixture(autouse=True)
+def _start_the_trainer_import_early(request, _groups_with_trainer_pods):
+    """From the first e2e test of a cluster group with tests that run the trainer image, the
+    image is imported beside the tests that do not need it (a group, and so a cluster, without
+    such tests never imports it)."""
+    if cluster_group(request.node) in _groups_with_trainer_pods:
+        request.getfixturevalue("trainer_import")
+
+
+@pytest.fixture(scope="session")
+def trainer_image(control_plane: ControlPlane, trainer_import: BackgroundImport, shown) -> str:
     with shown():
         return trainer_import.wait()["trainer"]
 
 
 @pytest.fixture(scope="session")
-def release(control_plane: ControlPlane, images, trainer_import) -> Release:
+def release(control_plane: ControlPlane, images) -> Release:
     """`helm install` of charts/tuneroute (CRDs, RBAC, ServiceAccount, the operator Deployment)."""
     ns = "tuneroute-system"
     control_plane.kubectl("create", "namespace", ns, check=False)

@@ -20,7 +20,8 @@ from tuneroute_testing.control_plane import wait_until
 from tuneroute_testing.k8s import apply, condition, get, small_finetunejob, wait_phase
 from tuneroute_testing.serving import ADAPTERS, on_kwok_nodes, run_training_pod, run_verify_pod, tiny_finetunejob_spec
 
-pytestmark = pytest.mark.cluster
+# on a parallel run, beside the other cluster tests on a cluster of their own (the longest ones: vLLM start-ups)
+pytestmark = pytest.mark.cluster(group="serving")
 
 
 def test_an_adapter_vllm_would_misread_fails_the_gate_by_name_and_the_route_leaves_it_out(

@@ -39,7 +39,8 @@ from tuneroute_testing.serving import (
     vllm_from_deployment,
 )
 
-pytestmark = pytest.mark.cluster
+# on a parallel run, beside the other cluster tests on a cluster of their own (the longest ones: vLLM start-ups)
+pytestmark = pytest.mark.cluster(group="serving")
 
 PROMPT = "add 3 4"  # the adapter's domain: the arithmetic chat data it was trained on
 

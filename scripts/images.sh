@@ -259,12 +259,21 @@ build_coredns() {
 }
 
 build() { # NAME -> ref, built when missing
+  local ref
+  ref="$(ref_of "$1")"
+  if has_image "$ref"; then echo "$ref"; return 0; fi
+  # One build at a time in a store: two test workers (or a test run and the demo) would otherwise
+  # build the same image, or the same base, twice at once on the same cores. The lock goes with
+  # this subshell ($(build NAME)); the builder behind it then finds the image and builds nothing.
+  mkdir -p "$store"
+  exec 8>>"$store/build.lock"
+  until flock -w 30 8; do log "$1: waiting for another build in $store to finish"; done
   case "$1" in
     pause) build_pause ;;
     coredns) build_coredns ;;
     operator | router | trainer) build_app "$1" ;;
-    *) die "unknown image $1 (operator, router, trainer, pause, coredns)" ;;
   esac
+  flock -u 8
 }
 
 ref_of() { # NAME -> ref, computed (nothing is built)

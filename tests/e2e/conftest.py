@@ -43,10 +43,12 @@ def images(control_plane: ControlPlane, shown) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def trainer_import(control_plane: ControlPlane, images) -> Iterator[BackgroundImport]:
-    """The trainer image (6.6 GB: minutes to import, more to build) going into the node in the
-    background; trainer_image waits for it."""
-    running = control_plane.node.start_import("trainer")
+def trainer_import(control_plane: ControlPlane, images, shown) -> Iterator[BackgroundImport]:
+    """The trainer image (7 GB: minutes to import, more to build) going into the node in the
+    background; trainer_image waits for it. Started outside pytest's capture, so its progress
+    lines reach the terminal while the other tests run."""
+    with shown():
+        running = control_plane.node.start_import("trainer")
     yield running
     running.stop()
 

@@ -254,7 +254,7 @@ def main() -> None:
     claims = {"local-data": local}
     print("Its pod asks for a GPU and waits on a kwok GPU node; this machine runs its command line in vLLM's")
     print("CPU build (stand-in for the pod) and ends the pod with the gate's exit code and verdict:")
-    with ticking("the parity gate (vLLM's CPU build: 2-3 minutes)"):
+    with ticking("the parity gate (vLLM's CPU build: about a minute)"):
         rc, verdict = run_verify_pod(cp, NS, "tiny-support", claims, DIR / "verify.log")
     show(cp, "get", "pods", "-n", NS, "-l", "job-name=tiny-support-verify", "-o", "wide")
     if rc != 0:

@@ -19,9 +19,9 @@ DEFAULT = "cluster"
 def cluster_group(item: pytest.Item) -> str | None:
     """The cluster group of a test; None for a test that runs in-process only."""
     mark = item.get_closest_marker("cluster")
-    if mark is None and "control_plane" not in getattr(item, "fixturenames", ()):
-        return None
-    return str(mark.kwargs.get("group", DEFAULT)) if mark else DEFAULT
+    if mark:
+        return str(mark.kwargs.get("group", DEFAULT))
+    return DEFAULT if "control_plane" in getattr(item, "fixturenames", ()) else None
 
 
 def cluster_dir(default: str = "/tmp/tuneroute-test-cluster") -> str:

@@ -89,9 +89,13 @@ EOF
 # namespace, cgroups and processes go, so they neither hold an N nor keep the sysctls changed.
 # The last node on the machine puts back the sysctls the first one found.
 restore_sysctls() {
-  if [ -f "$RUN/sysctl.orig" ] && ! ls /run/netns/tuneroute-* >/dev/null 2>&1; then
-    sysctl -qw $(cat "$RUN/sysctl.orig") && rm -f "$RUN/sysctl.orig"
-  fi
+  [ -d "$RUN" ] || return 0
+  (
+    flock 8 # save_sysctls' lock: two clusters may stop at once
+    if [ -f "$RUN/sysctl.orig" ] && ! ls /run/netns/tuneroute-* >/dev/null 2>&1; then
+      sysctl -qw $(cat "$RUN/sysctl.orig") && rm -f "$RUN/sysctl.orig"
+    fi
+  ) 8>"$RUN/sysctl.lock"
 }
 
 reap_stale() {
@@ -146,10 +150,13 @@ make_cgroups() { # the kubelet's cgroupRoot, in every v1 hierarchy (it refuses a
 }
 
 save_sysctls() { # the first node on the machine keeps the values from before any kubelet
-  [ -f "$RUN/sysctl.orig" ] && return 0
-  local s
-  for s in "${KUBELET_SYSCTLS[@]}"; do echo "$s=$(sysctl -n "$s")"; done >"$RUN/sysctl.orig.tmp"
-  mv "$RUN/sysctl.orig.tmp" "$RUN/sysctl.orig"
+  # under a lock: two clusters start side by side on a parallel test run
+  (
+    flock 8
+    [ -f "$RUN/sysctl.orig" ] && exit 0
+    for s in "${KUBELET_SYSCTLS[@]}"; do echo "$s=$(sysctl -n "$s")"; done >"$RUN/sysctl.orig.tmp"
+    mv "$RUN/sysctl.orig.tmp" "$RUN/sysctl.orig"
+  ) 8>"$RUN/sysctl.lock"
 }
 
 write_configs() {
